@@ -1,0 +1,3 @@
+"""srgan-jax: SRGAN and SRResNet (Ledig et al., CVPR 2017) in JAX/Flax."""
+
+__version__ = "0.1.0"
