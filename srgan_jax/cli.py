@@ -1,0 +1,125 @@
+"""`srgan-jax` command line: evaluate, upscale, compare, benchmark, convert-vgg19.
+
+Each subcommand parses its flags here and calls one function of the module that owns the
+work; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from srgan_jax.errors import UserError
+
+
+def _csv(text: str) -> list[str]:
+    return [part.strip() for part in text.split(",") if part.strip()]
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from srgan_jax import evaluate
+
+    return evaluate.run_cli(args)
+
+
+def _cmd_upscale(args: argparse.Namespace) -> int:
+    from srgan_jax import inference
+
+    return inference.run_upscale_cli(args)
+
+
+def _cmd_compare(args: argparse.Namespace) -> int:
+    from srgan_jax import inference
+
+    return inference.run_compare_cli(args)
+
+
+def _cmd_benchmark(args: argparse.Namespace) -> int:
+    from srgan_jax import benchmark
+
+    return benchmark.run_cli(args)
+
+
+def _cmd_convert_vgg19(args: argparse.Namespace) -> int:
+    from srgan_jax import vgg
+
+    return vgg.run_convert_cli(args)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srgan-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM on Set5/Set14/BSD100 (paper protocol)")
+    p.add_argument("--method", default=None, choices=["nearest", "bicubic"],
+                   help="baseline upscaler (default: the model, plus both baselines)")
+    p.add_argument("--checkpoint", default=None,
+                   help="generator checkpoint (default: the shipped pretrained SRResNet x4)")
+    p.add_argument("--data-dir", default="../shared/data", help="folder holding <Set>/ and <Set>_LR_x4/")
+    p.add_argument("--sets", type=_csv, default=["Set5", "Set14", "BSD100"], help="comma-separated")
+    p.add_argument("--lr-source", default="auto", choices=["auto", "shipped", "make"])
+    p.add_argument("--json", default=None, help="write the results here")
+    p.set_defaults(func=_cmd_evaluate)
+
+    p = sub.add_parser("upscale", help="super-resolve images with a trained generator")
+    p.add_argument("inputs", nargs="+", help="image files or folders")
+    p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
+    p.add_argument("--checkpoint", default=None,
+                   help="generator checkpoint (default: the shipped pretrained SRResNet x4)")
+    p.add_argument("--tile", type=int, default=128, help="LR tile size in pixels (0: no tiling)")
+    p.add_argument("--overlap", type=int, default=16, help="LR overlap between tiles in pixels")
+    p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--format", default=None, help="output format (png, jpeg, ...); default: the input's")
+    p.set_defaults(func=_cmd_upscale)
+
+    p = sub.add_parser("compare", help="side-by-side figure: bicubic | models | HR")
+    p.add_argument("image", help="HR image (LR is made by MATLAB bicubic /4) or, with --lr, the LR input")
+    p.add_argument("--checkpoint", action="append", default=None, help="repeatable")
+    p.add_argument("--lr", action="store_true", help="IMAGE is already low resolution (no HR panel)")
+    p.add_argument("--crop", default=None, help="x,y,w,h of the HR-resolution region to show")
+    p.add_argument("-o", "--output", required=True, help="figure path (.png)")
+    p.set_defaults(func=_cmd_compare)
+
+    p = sub.add_parser("benchmark", help="jit throughput of train steps, inference and input")
+    p.add_argument("--what", default="all",
+                   choices=["g_step", "gan_step", "vgg_gan_step", "infer", "input", "all"])
+    p.add_argument("--batch", type=int, default=16)
+    p.add_argument("--hr-size", type=int, default=96)
+    p.add_argument("--blocks", type=int, default=16)
+    p.add_argument("--features", type=int, default=64)
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
+    p.add_argument("--parallel", default="mesh", choices=["mesh", "pmap"])
+    p.add_argument("--steps", type=int, default=10)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--infer-lr-size", type=int, default=128, help="LR side for --what infer")
+    p.add_argument("--vgg-weights", default=None, help="converted VGG19 file (default: random, same FLOPs)")
+    p.add_argument("--image-dir", default=None, help="image folder for --what input (default: T91)")
+    p.add_argument("--compare-torch", action="store_true", help="also run the PyTorch reference")
+    p.add_argument("--torch-script", default="../shared/bench/ref_torch_srgan.py")
+    p.add_argument("--json", default=None)
+    p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("convert-vgg19", help="convert ImageNet VGG19 weights to a Flax file")
+    p.add_argument("source", help="torchvision .pth/.safetensors/.npz or Keras .h5/.keras file")
+    p.add_argument("--from", dest="layout", required=True, choices=["torchvision", "keras"])
+    p.add_argument("--out", default="pretrained/vgg19.msgpack")
+    p.set_defaults(func=_cmd_convert_vgg19)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args) or 0)
+    except (UserError, FileNotFoundError) as err:
+        print(f"srgan-jax {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"srgan-jax {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
