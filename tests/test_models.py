@@ -1,0 +1,197 @@
+"""Generator / discriminator: parameter counts, pixel shuffle order, and forward passes
+checked against PyTorch modules of the same layout built here (independent truth)."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from srgan_jax.models import Discriminator, Generator, pixel_shuffle
+
+torch = pytest.importorskip("torch", reason="torch (CPU wheel: pip install torch==2.13.0) is the reference")
+nn = torch.nn
+
+
+def count(params):
+    return sum(x.size for x in jax.tree.leaves(params))
+
+
+# ----------------------------------------------------------------- torch reference
+
+
+class TorchResBlock(nn.Module):
+    def __init__(self, c):
+        super().__init__()
+        self.c1, self.b1, self.a = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c), nn.PReLU(c, 0.25)
+        self.c2, self.b2 = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c)
+
+    def forward(self, x):
+        return x + self.b2(self.c2(self.a(self.b1(self.c1(x)))))
+
+
+class TorchGenerator(nn.Module):
+    def __init__(self, blocks, c):
+        super().__init__()
+        self.head, self.head_a = nn.Conv2d(3, c, 9, 1, 4), nn.PReLU(c, 0.25)
+        self.blocks = nn.ModuleList([TorchResBlock(c) for _ in range(blocks)])
+        self.body, self.body_bn = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c)
+        self.ups = nn.ModuleList([nn.Conv2d(c, 4 * c, 3, 1, 1) for _ in range(2)])
+        self.up_a = nn.ModuleList([nn.PReLU(c, 0.25) for _ in range(2)])
+        self.tail = nn.Conv2d(c, 3, 9, 1, 4)
+
+    def forward(self, x):
+        skip = self.head_a(self.head(x))
+        h = skip
+        for block in self.blocks:
+            h = block(h)
+        h = self.body_bn(self.body(h)) + skip
+        for conv, act in zip(self.ups, self.up_a):
+            h = act(nn.functional.pixel_shuffle(conv(h), 2))
+        return torch.tanh(self.tail(h))
+
+
+class TorchDiscriminator(nn.Module):
+    def __init__(self, size):
+        super().__init__()
+        stages = [(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)]
+        self.first = nn.Conv2d(3, 64, 3, 1, 1)
+        convs, bns, cin = [], [], 64
+        for cout, stride in stages:
+            convs.append(nn.Conv2d(cin, cout, 3, stride, 1))
+            bns.append(nn.BatchNorm2d(cout))
+            cin = cout
+        self.convs, self.bns = nn.ModuleList(convs), nn.ModuleList(bns)
+        self.fc1, self.fc2 = nn.Linear(512 * (size // 16) ** 2, 1024), nn.Linear(1024, 1)
+
+    def forward(self, x):
+        x = nn.functional.leaky_relu(self.first(x), 0.2)
+        for conv, bn in zip(self.convs, self.bns):
+            x = nn.functional.leaky_relu(bn(conv(x)), 0.2)
+        x = x.permute(0, 2, 3, 1).flatten(1)  # NHWC flatten order, as in Flax
+        return self.fc2(nn.functional.leaky_relu(self.fc1(x), 0.2))[:, 0]
+
+
+def t2n(t):
+    return t.detach().numpy().copy()  # a copy: torch updates BN buffers in place
+
+
+def conv_vars(conv):
+    return {"kernel": t2n(conv.weight).transpose(2, 3, 1, 0), "bias": t2n(conv.bias)}
+
+
+def bn_vars(bn):
+    return ({"scale": t2n(bn.weight), "bias": t2n(bn.bias)},
+            {"mean": t2n(bn.running_mean), "var": t2n(bn.running_var)})
+
+
+def randomize(module):
+    """Non-default BN statistics and PReLU slopes so the mapping is really tested."""
+    gen = torch.Generator().manual_seed(0)
+    for m in module.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.weight.data = 1 + 0.1 * torch.randn(m.weight.shape, generator=gen)
+            m.bias.data = 0.1 * torch.randn(m.bias.shape, generator=gen)
+            m.running_mean = 0.1 * torch.randn(m.running_mean.shape, generator=gen)
+            m.running_var = 1 + 0.1 * torch.rand(m.running_var.shape, generator=gen)
+        if isinstance(m, nn.PReLU):
+            m.weight.data = 0.25 + 0.1 * torch.randn(m.weight.shape, generator=gen)
+
+
+def generator_variables_from_torch(tg):
+    params, stats = {}, {}
+    params["head_conv"] = conv_vars(tg.head)
+    params["head_prelu"] = {"slope": t2n(tg.head_a.weight)}
+    for i, block in enumerate(tg.blocks):
+        p1, s1 = bn_vars(block.b1)
+        p2, s2 = bn_vars(block.b2)
+        params[f"block_{i}"] = {"Conv_0": conv_vars(block.c1), "BatchNorm_0": p1, "PReLU_0": {"slope": t2n(block.a.weight)},
+                                "Conv_1": conv_vars(block.c2), "BatchNorm_1": p2}
+        stats[f"block_{i}"] = {"BatchNorm_0": s1, "BatchNorm_1": s2}
+    params["body_conv"] = conv_vars(tg.body)
+    params["body_bn"], stats["body_bn"] = bn_vars(tg.body_bn)
+    for i, (conv, act) in enumerate(zip(tg.ups, tg.up_a)):
+        params[f"upsample_{i}_conv"] = conv_vars(conv)
+        params[f"upsample_{i}_prelu"] = {"slope": t2n(act.weight)}
+    params["tail_conv"] = conv_vars(tg.tail)
+    return {"params": params, "batch_stats": stats}
+
+
+# ----------------------------------------------------------------- tests
+
+
+def test_parameter_counts_match_the_paper_sized_torch_modules():
+    g_vars = jax.eval_shape(lambda: Generator().init(jax.random.key(0), jnp.zeros((1, 24, 24, 3))))
+    d_vars = jax.eval_shape(lambda: Discriminator().init(jax.random.key(0), jnp.zeros((1, 96, 96, 3))))
+    torch_g = sum(p.numel() for p in TorchGenerator(16, 64).parameters())
+    torch_d = sum(p.numel() for p in TorchDiscriminator(96).parameters())
+    assert count(g_vars["params"]) == torch_g == 1_550_659
+    assert count(d_vars["params"]) == torch_d == 23_565_505
+
+
+def test_pixel_shuffle_matches_torch_and_the_channel_formula():
+    r, c, h, w = 2, 3, 4, 5
+    x = np.random.default_rng(0).normal(size=(2, h, w, c * r * r)).astype(np.float32)
+    ours = np.asarray(pixel_shuffle(jnp.asarray(x), r))
+    ref = nn.PixelShuffle(r)(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    np.testing.assert_array_equal(ours, ref)
+    # out[b, y*r + i, x*r + j, ch] = in[b, y, x, ch*r*r + i*r + j]
+    for ch, i, j in [(0, 0, 1), (2, 1, 0), (1, 1, 1)]:
+        np.testing.assert_array_equal(ours[:, i::r, j::r, ch], x[..., ch * r * r + i * r + j])
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_generator_forward_matches_torch(train):
+    torch.manual_seed(0)
+    tg = TorchGenerator(blocks=2, c=16)
+    randomize(tg)
+    tg.train(train)
+    lr = np.random.default_rng(1).uniform(size=(2, 11, 7, 3)).astype(np.float32)  # odd, non-square
+    variables = generator_variables_from_torch(tg)
+    with torch.no_grad():
+        ref = tg(torch.from_numpy(lr.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    with jax.default_matmul_precision("highest"):
+        out = Generator(num_blocks=2, features=16).apply(variables, lr, train=train,
+                                                         mutable=["batch_stats"] if train else False)
+    sr = out[0] if train else out
+    assert sr.shape == (2, 44, 28, 3)
+    np.testing.assert_allclose(np.asarray(sr), ref, atol=2e-5)
+    if train:  # running means move like PyTorch's (momentum 0.1)
+        torch_mean = t2n(tg.body_bn.running_mean)
+        np.testing.assert_allclose(np.asarray(out[1]["batch_stats"]["body_bn"]["mean"]), torch_mean, atol=1e-5)
+
+
+def test_discriminator_forward_matches_torch_including_strided_padding():
+    torch.manual_seed(0)
+    td = TorchDiscriminator(32)
+    randomize(td)
+    td.train(True)
+    x = np.random.default_rng(2).uniform(-1, 1, size=(4, 32, 32, 3)).astype(np.float32)
+    with torch.no_grad():
+        ref = td(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    params = {"Conv_0": conv_vars(td.first)}
+    for i, (conv, bn) in enumerate(zip(td.convs, td.bns)):
+        params[f"Conv_{i + 1}"] = conv_vars(conv)
+        params[f"BatchNorm_{i}"] = bn_vars(bn)[0]
+    params["Dense_0"] = {"kernel": t2n(td.fc1.weight).T, "bias": t2n(td.fc1.bias)}
+    params["Dense_1"] = {"kernel": t2n(td.fc2.weight).T, "bias": t2n(td.fc2.bias)}
+    stats = {f"BatchNorm_{i}": bn_vars(bn)[1] for i, bn in enumerate(td.bns)}
+    with jax.default_matmul_precision("highest"):
+        logits, _ = Discriminator().apply({"params": params, "batch_stats": stats}, x, train=True,
+                                          mutable=["batch_stats"])
+    assert logits.shape == (4,)
+    np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=1e-4)
+
+
+def test_generator_is_fully_convolutional_and_bfloat16_keeps_float32_params():
+    model = Generator(num_blocks=1, features=8, dtype=jnp.bfloat16)
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 6, 6, 3)))
+    assert all(x.dtype == jnp.float32 for x in jax.tree.leaves(variables))
+    for shape in [(1, 5, 9, 3), (2, 16, 3, 3)]:
+        sr = model.apply(variables, jnp.ones(shape))
+        assert sr.shape == (shape[0], shape[1] * 4, shape[2] * 4, 3)
+        assert float(jnp.max(jnp.abs(sr))) <= 1.0
+
+
+def test_generator_rejects_a_scale_that_is_not_a_power_of_two():
+    with pytest.raises(ValueError, match="power of 2"):
+        Generator(num_blocks=1, features=8, scale=3).init(jax.random.key(0), jnp.zeros((1, 4, 4, 3)))
