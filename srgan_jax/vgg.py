@@ -1,0 +1,377 @@
+"""Frozen ImageNet VGG19 feature extractor for the VGG content loss (SPEC "Losses").
+
+`VGG19` is the 16-convolution body of Simonyan & Zisserman's network (3x3 SAME convs,
+2x2 max-pools between the five blocks, no classifier), NHWC, with one parameter
+collection per conv named `conv1_1` ... `conv5_4` (kernel HWIO, bias). Outputs are named
+`reluI_J` (after the ReLU: the paper's phi_ij) or `convI_J` (before it).
+
+Pre-trained weights come from torchvision or Keras and are converted once to a Flax
+msgpack file plus a JSON sidecar (`<file>.json`) that records where they came from and
+the input preprocessing they expect:
+  torchvision: RGB in [0, 1], minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225)
+  caffe (Keras): BGR in [0, 255], minus mean (103.939, 116.779, 123.68) (B, G, R order)
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import io
+import json
+import re
+import zipfile
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import flax.linen as nn
+import flax.serialization
+import flax.struct
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from srgan_jax.errors import UserError
+
+Dtype = Any
+Params = dict[str, dict[str, Any]]
+
+# (name, input channels, output channels) of the 16 convs, in network order.
+_BLOCK_SIZES = ((1, 2, 3, 64), (2, 2, 64, 128), (3, 4, 128, 256), (4, 4, 256, 512), (5, 4, 512, 512))
+CONVS: tuple[tuple[str, int, int], ...] = tuple(
+    (f"conv{block}_{j}", in_ch if j == 1 else out_ch, out_ch)
+    for block, count, in_ch, out_ch in _BLOCK_SIZES
+    for j in range(1, count + 1)
+)
+LAYER_NAMES: tuple[str, ...] = tuple(
+    name for conv, _, _ in CONVS for name in (conv, conv.replace("conv", "relu"))
+)
+
+# torchvision `vgg19().features` indices of the 16 convs (ReLUs and pools sit between them).
+_TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
+
+PREPROCESSING = {
+    "torchvision": {"channel_order": "RGB", "input_range": [0.0, 1.0],
+                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
+    "caffe": {"channel_order": "BGR", "input_range": [0.0, 255.0],
+              "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]},
+}
+_LAYOUT_PREPROCESSING = {"torchvision": "torchvision", "keras": "caffe"}
+_TORCH_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
+_KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
+_CONVERT_HINT = ("srgan-jax convert-vgg19 vgg19-dcbb9e9d.pth --from torchvision --out pretrained/vgg19.msgpack"
+                 " (see pretrained/README.md)")
+
+
+def _check_layers(layers: Sequence[str]) -> None:
+    if isinstance(layers, str) or not layers:
+        raise UserError(f"VGG19 layers must be a non-empty list of names such as ('relu5_4',), got {layers!r}")
+    unknown = [name for name in layers if name not in LAYER_NAMES]
+    if unknown:
+        raise UserError(f"unknown VGG19 layer(s) {unknown}: use reluI_J or convI_J, one of {', '.join(LAYER_NAMES)}")
+
+
+class VGG19(nn.Module):
+    """VGG19 convolutional body: preprocessed NHWC images -> {layer name: feature map}.
+
+    Input: [B, H, W, 3], already preprocessed for the weights (see `preprocess`).
+    Output: the requested `layers` only, each [B, H / 2^(i-1), W / 2^(i-1), C] for block i;
+    the network stops after the deepest requested layer, so shallower requests cost less
+    and only create (or read) the params of the convs they use.
+    """
+
+    layers: Sequence[str] = ("relu5_4",)
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
+        _check_layers(self.layers)
+        wanted = set(self.layers)
+        last = max(LAYER_NAMES.index(name) for name in wanted)
+        features = {}
+        x = x.astype(self.dtype)
+        for index, (conv_name, _, out_ch) in enumerate(CONVS):
+            if conv_name.endswith("_1") and index > 0:
+                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
+            # He-normal (torchvision's VGG init) matters only for `random_feature_extractor`.
+            x = nn.Conv(out_ch, (3, 3), padding="SAME", dtype=self.dtype, name=conv_name,
+                        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))(x)
+            if conv_name in wanted:
+                features[conv_name] = x
+            x = nn.relu(x)
+            relu_name = conv_name.replace("conv", "relu")
+            if relu_name in wanted:
+                features[relu_name] = x
+            if LAYER_NAMES.index(relu_name) >= last:
+                break
+        return features
+
+
+def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
+    """Generator-range images [B, H, W, 3] RGB in [-1, 1] -> the input the VGG weights expect.
+
+    "torchvision": RGB, (x01 - mean) / std. "caffe": BGR, 255 * x01 - mean_bgr.
+    """
+    if preprocessing not in PREPROCESSING:
+        raise UserError(f"unknown VGG19 preprocessing {preprocessing!r}: expected one of {sorted(PREPROCESSING)}")
+    convention = PREPROCESSING[preprocessing]
+    x = (images + 1.0) * 0.5
+    if convention["channel_order"] == "BGR":
+        x = x[..., ::-1]
+    x = x * convention["input_range"][1]
+    mean = jnp.asarray(convention["mean"], images.dtype)
+    std = jnp.asarray(convention["std"], images.dtype)
+    return (x - mean) / std
+
+
+@flax.struct.dataclass
+class VGGFeatures:
+    """Frozen VGG19 features: call with [B, H, W, 3] RGB images in [-1, 1] (generator range).
+
+    Returns {layer: [B, h, w, C]} in `dtype`. A pytree: pass it into `jax.jit` as an argument
+    or close over it. Its params are wrapped in `stop_gradient`, so gradients reach the
+    input images but never the VGG weights.
+    """
+
+    params: Params
+    layers: tuple[str, ...] = flax.struct.field(pytree_node=False)
+    preprocessing: str = flax.struct.field(pytree_node=False)
+    dtype: Dtype = flax.struct.field(pytree_node=False, default=jnp.float32)
+
+    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
+        params = jax.lax.stop_gradient(self.params)
+        x = preprocess(images.astype(jnp.float32), self.preprocessing)
+        return VGG19(layers=self.layers, dtype=self.dtype).apply({"params": params}, x)
+
+
+def vgg_layer_for(content: str) -> str:
+    """Content-loss name -> VGG layer: "vgg22" -> "relu2_2", "vgg54" -> "relu5_4" (phi_ij after ReLU)."""
+    match = re.fullmatch(r"vgg(\d)(\d)", content.lower())
+    layer = f"relu{match.group(1)}_{match.group(2)}" if match else None
+    if layer not in LAYER_NAMES:
+        raise UserError(f"content loss {content!r} is not a VGG loss: expected vggIJ such as vgg22 or vgg54")
+    return layer
+
+
+def random_feature_extractor(layers: Sequence[str] = ("relu5_4",), seed: int = 0,
+                             dtype: Dtype = jnp.float32, preprocessing: str = "torchvision") -> VGGFeatures:
+    """VGG19 with random (He-normal) weights: same FLOPs as the real one, for tests and benchmarks only."""
+    _check_layers(layers)
+    variables = VGG19(layers=("relu5_4",)).init(jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)))
+    return VGGFeatures(params=variables["params"], layers=tuple(layers), preprocessing=preprocessing, dtype=dtype)
+
+
+def sidecar_path(path: str | Path) -> Path:
+    """The JSON sidecar that goes with a converted weights file: `<path>.json`."""
+    return Path(f"{path}.json")
+
+
+def _check_params(params: Mapping[str, Any], origin: str) -> Params:
+    """Every conv present with the VGG19 shapes; returns float32 numpy params (extra entries dropped)."""
+    checked = {}
+    for name, in_ch, out_ch in CONVS:
+        entry = params.get(name)
+        if not isinstance(entry, Mapping) or "kernel" not in entry or "bias" not in entry:
+            raise UserError(f"{origin}: no weights for VGG19 layer {name}: expected the 16-conv VGG19 body; "
+                            f"make the file with: {_CONVERT_HINT}")
+        kernel, bias = np.asarray(entry["kernel"]), np.asarray(entry["bias"])
+        if kernel.shape != (3, 3, in_ch, out_ch) or bias.shape != (out_ch,):
+            raise UserError(f"{origin}: {name} has kernel {kernel.shape} / bias {bias.shape}, VGG19 needs "
+                            f"{(3, 3, in_ch, out_ch)} / {(out_ch,)}; make the file with: {_CONVERT_HINT}")
+        checked[name] = {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
+    return checked
+
+
+def load_params(path: str | Path) -> tuple[Params, dict]:
+    """Read a converted file -> (params as numpy, sidecar metadata). Raises UserError on anything off."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"VGG19 weights not found at {path}; make them with: {_CONVERT_HINT}")
+    if path.suffix.lower() in _TORCH_SUFFIXES + _KERAS_SUFFIXES:
+        layout = "torchvision" if path.suffix.lower() in _TORCH_SUFFIXES else "keras"
+        raise UserError(f"{path} is an unconverted {layout} file; convert it first: "
+                        f"srgan-jax convert-vgg19 {path} --from {layout} --out pretrained/vgg19.msgpack")
+    meta_path = sidecar_path(path)
+    if not meta_path.is_file():
+        raise UserError(f"{path} has no sidecar {meta_path} (its preprocessing is unknown); "
+                        f"re-run the conversion: {_CONVERT_HINT}")
+    meta = json.loads(meta_path.read_text())
+    if meta.get("preprocessing") not in PREPROCESSING:
+        raise UserError(f"{meta_path} names preprocessing {meta.get('preprocessing')!r}, expected one of "
+                        f"{sorted(PREPROCESSING)}; re-run the conversion: {_CONVERT_HINT}")
+    data = path.read_bytes()
+    if meta.get("sha256") != hashlib.sha256(data).hexdigest():
+        raise UserError(f"{meta_path} describes a different file than {path} (sha256 mismatch); "
+                        f"re-run the conversion: {_CONVERT_HINT}")
+    try:
+        state = flax.serialization.msgpack_restore(data)
+    except Exception as err:  # msgpack raises several unrelated types on garbage
+        raise UserError(f"{path} is not a Flax msgpack file ({err}); make it with: {_CONVERT_HINT}") from err
+    if not isinstance(state, Mapping) or not isinstance(state.get("params"), Mapping):
+        raise UserError(f"{path} holds no 'params' tree; make it with: {_CONVERT_HINT}")
+    return _check_params(state["params"], str(path)), meta
+
+
+def load_feature_extractor(path: str | Path, layers: Sequence[str] = ("relu5_4",),
+                           dtype: Dtype = jnp.float32) -> VGGFeatures:
+    """Converted VGG19 weights at `path` -> frozen features of [-1, 1] RGB NHWC images.
+
+    The preprocessing (torchvision or caffe) is the one recorded in the sidecar
+    `<path>.json` by `srgan-jax convert-vgg19`. `dtype` is the compute dtype; params stay float32.
+    """
+    _check_layers(layers)
+    params, meta = load_params(path)
+    return VGGFeatures(params=jax.tree_util.tree_map(jnp.asarray, params), layers=tuple(layers),
+                       preprocessing=meta["preprocessing"], dtype=dtype)
+
+
+# --------------------------------------------------------------------------- conversion
+
+
+def _read_torchvision(path: Path) -> Params:
+    """torchvision state dict (`features.N.weight` OIHW / `.bias`) -> Flax params (HWIO)."""
+    suffix = path.suffix.lower()
+    if suffix in (".pth", ".pt"):
+        try:
+            import torch
+        except ImportError as err:
+            raise UserError(f"reading {path} needs PyTorch, which is not installed: install torch, or save the "
+                            "state dict as .safetensors or .npz on a machine that has it") from err
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # torch raises unpickling errors of several types
+            raise UserError(f"{path} is not a PyTorch state dict ({err}): expected torchvision's "
+                            "vgg19-dcbb9e9d.pth") from err
+        if not isinstance(state, Mapping):
+            raise UserError(f"{path} holds a {type(state).__name__}, not a state dict: expected torchvision's "
+                            "vgg19-dcbb9e9d.pth")
+        state = {key: value.numpy() for key, value in state.items() if hasattr(value, "numpy")}
+    elif suffix == ".safetensors":
+        try:
+            from safetensors.numpy import load_file
+        except ImportError as err:
+            raise UserError(f"reading {path} needs the safetensors package: pip install safetensors") from err
+        state = load_file(path)
+    else:
+        with np.load(path) as archive:
+            state = {key: archive[key] for key in archive.files}
+    params = {}
+    for (name, _, _), index in zip(CONVS, _TORCHVISION_INDICES):
+        weight, bias = state.get(f"features.{index}.weight"), state.get(f"features.{index}.bias")
+        if weight is None or bias is None:
+            raise UserError(f"{path} has no features.{index}.weight/bias ({name}): expected the state dict of "
+                            "torchvision.models.vgg19 (not vgg19_bn, not the classifier alone), e.g. vgg19-dcbb9e9d.pth")
+        weight = np.asarray(weight)
+        params[name] = {"kernel": weight.transpose(2, 3, 1, 0) if weight.ndim == 4 else weight, "bias": bias}
+    return _check_params(params, str(path))
+
+
+def _keras_conv_name(layer_name: str) -> str | None:
+    match = re.fullmatch(r"block(\d)_conv(\d)", layer_name)
+    return f"conv{match.group(1)}_{match.group(2)}" if match else None
+
+
+def _kernel_and_bias(group: Any) -> dict[str, np.ndarray]:
+    """The 4-D and the 1-D dataset under an h5 layer group (names differ between Keras versions)."""
+    import h5py
+
+    arrays = []
+    group.visititems(lambda _, item: arrays.append(item[()]) if isinstance(item, h5py.Dataset) else None)
+    kernels = [a for a in arrays if a.ndim == 4]
+    biases = [a for a in arrays if a.ndim == 1]
+    return {"kernel": kernels[0] if len(kernels) == 1 else None, "bias": biases[0] if len(biases) == 1 else None}
+
+
+def _read_keras_h5(h5: Any, origin: str) -> Params:
+    """Keras weights in an open h5py file: named layers (`blockB_convC`, Keras 2 / legacy .h5)
+    or Keras 3 `.weights.h5` (`layers/conv2d[_N]/vars/{0,1}`, N = order in the model)."""
+    root = h5["model_weights"] if "model_weights" in h5 else h5
+    params = {}
+    for layer_name in root:
+        conv = _keras_conv_name(layer_name)
+        if conv is not None:
+            params[conv] = _kernel_and_bias(root[layer_name])
+    if not params and "layers" in root:
+        numbered = {}
+        for layer_name in root["layers"]:
+            match = re.fullmatch(r"conv2d(?:_(\d+))?", layer_name)
+            if match:
+                numbered[int(match.group(1) or 0)] = root["layers"][layer_name]
+        if len(numbered) != len(CONVS):
+            raise UserError(f"{origin} holds {len(numbered)} Conv2D layers, VGG19 has {len(CONVS)}: expected "
+                            "keras.applications.VGG19 weights")
+        for (conv, _, _), index in zip(CONVS, sorted(numbered)):
+            params[conv] = _kernel_and_bias(numbered[index])
+    if not params:
+        raise UserError(f"{origin} has no VGG19 conv layers (block1_conv1 ...): expected "
+                        "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5 or keras.applications.VGG19 weights")
+    return _check_params(params, origin)
+
+
+def _read_keras(path: Path) -> Params:
+    """Keras `.h5` (legacy notop file, full model, or `.weights.h5`) or `.keras` -> Flax params."""
+    try:
+        import h5py
+    except ImportError as err:
+        raise UserError(f"reading {path} needs the h5py package: pip install h5py") from err
+
+    if path.suffix.lower() == ".keras":
+        if not zipfile.is_zipfile(path):
+            raise UserError(f"{path} is not a .keras archive: expected a file written by keras model.save()")
+        with zipfile.ZipFile(path) as archive:
+            if "model.weights.h5" not in archive.namelist():
+                raise UserError(f"{path} has no model.weights.h5 inside: expected a file written by keras model.save()")
+            data = archive.read("model.weights.h5")
+        with h5py.File(io.BytesIO(data), "r") as h5:
+            return _read_keras_h5(h5, str(path))
+    if not h5py.is_hdf5(path):
+        raise UserError(f"{path} is not an HDF5 file: expected a Keras .h5 weights file")
+    with h5py.File(path, "r") as h5:
+        return _read_keras_h5(h5, str(path))
+
+
+def convert_vgg19(source: str | Path, layout: str, out: str | Path) -> dict:
+    """torchvision or Keras ImageNet VGG19 weights -> `out` (Flax msgpack) + `out`.json; returns the sidecar.
+
+    layout "torchvision": .pth / .pt (needs torch), .safetensors or .npz state dict; classifier
+    keys are ignored. layout "keras": .h5 (notop, full model or .weights.h5) or .keras; dense
+    layers are ignored. The sidecar records the source, its sha256, the layout and the
+    preprocessing the weights expect.
+    """
+    source, out = Path(source), Path(out)
+    if layout not in _LAYOUT_PREPROCESSING:
+        raise UserError(f"unknown VGG19 layout {layout!r}: use --from torchvision or --from keras")
+    if not source.is_file():
+        raise UserError(f"VGG19 source {source} not found: download it as pretrained/README.md describes")
+    suffix = source.suffix.lower()
+    expected = _TORCH_SUFFIXES if layout == "torchvision" else _KERAS_SUFFIXES
+    if suffix not in expected:
+        other = "keras" if suffix in _KERAS_SUFFIXES else "torchvision" if suffix in _TORCH_SUFFIXES else None
+        fix = f"use --from {other}" if other else f"give a {'/'.join(expected)} file"
+        raise UserError(f"{source} is not a {layout} weights file (expected {'/'.join(expected)}): {fix}")
+    params = _read_torchvision(source) if layout == "torchvision" else _read_keras(source)
+    data = flax.serialization.msgpack_serialize({"params": params})
+    preprocessing = _LAYOUT_PREPROCESSING[layout]
+    meta = {
+        "format": "srgan-jax VGG19 params (Flax msgpack, conv kernels HWIO)",
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "layers": len(params),
+        "source": source.name,
+        "source_sha256": hashlib.sha256(source.read_bytes()).hexdigest(),
+        "layout": layout,
+        "preprocessing": preprocessing,
+        **PREPROCESSING[preprocessing],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_bytes(data)
+    sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    return meta
+
+
+def run_convert_cli(args: argparse.Namespace) -> int:
+    """`srgan-jax convert-vgg19 SOURCE --from LAYOUT --out FILE`: convert and report."""
+    meta = convert_vgg19(args.source, args.layout, args.out)
+    print(f"wrote {args.out} (+ {sidecar_path(args.out)})")
+    print(f"sha256 {meta['sha256']}")
+    print(f"{meta['layers']} conv layers from {meta['source']} ({meta['layout']}), "
+          f"preprocessing {meta['preprocessing']}")
+    return 0
