@@ -1,0 +1,58 @@
+"""Paper defaults shared by every variant: SRResNet-MSE (SPEC "Training recipe").
+
+Variants import this and override a few fields. Every field can be overridden on the
+command line, e.g. `--config.train.num_steps=100`.
+"""
+
+import ml_collections
+
+
+def get_config() -> ml_collections.ConfigDict:
+    config = ml_collections.ConfigDict()
+    config.seed = 0
+    config.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
+    config.parallel = "mesh"  # mesh: jax.jit over a 1-D device mesh | pmap: jax.pmap
+    config.distributed = False  # call jax.distributed.initialize() (multi-host)
+    config.init_from = ""  # SRResNet workdir or checkpoint to initialise G from (SRGAN)
+    config.vgg_weights = "pretrained/vgg19.msgpack"  # made by `srgan-jax convert-vgg19`
+
+    config.model = ml_collections.ConfigDict()
+    config.model.num_blocks = 16  # B residual blocks
+    config.model.features = 64
+    config.model.scale = 4
+
+    config.loss = ml_collections.ConfigDict()
+    config.loss.content = "mse"  # mse | vgg22 | vgg54
+    config.loss.adversarial_weight = 0.0  # 1e-3 for SRGAN; 0 trains G alone (SRResNet)
+
+    config.train = ml_collections.ConfigDict()
+    config.train.batch_size = 16  # global, over all devices and hosts
+    config.train.num_steps = 1_000_000
+    config.train.learning_rate = 1e-4
+    config.train.lr_boundaries = ()  # steps where the learning rate is multiplied by lr_decay
+    config.train.lr_decay = 0.1
+    config.train.b1 = 0.9
+    config.train.b2 = 0.999
+    config.train.pretrain_steps = 0  # G-only (content loss) steps before the GAN steps begin
+    config.train.checkpoint_every = 10_000
+    config.train.keep_checkpoints = 3
+    config.train.log_every = 100
+
+    config.data = ml_collections.ConfigDict()
+    config.data.image_dir = ""  # a folder of training images; empty: the tfds dataset below
+    config.data.tfds_name = "div2k/bicubic_x4"
+    config.data.tfds_data_dir = ""
+    config.data.split = "train"
+    config.data.hr_size = 96
+    config.data.use_dataset_lr = False  # True: the dataset's own LR (DIV2K); False: MATLAB bicubic
+    config.data.augment = False  # random flips / 90-degree rotations (not in the paper)
+    config.data.shuffle_buffer = 1024
+    config.data.cache = False
+    config.data.in_memory = False  # decode image_dir once into memory, no TensorFlow
+    config.data.skimage_images = ()  # names of scikit-image sample images (in_memory only)
+
+    config.eval = ml_collections.ConfigDict()
+    config.eval.image_dir = ""  # validation HR images (e.g. ../shared/data/Set5); empty: none
+    config.eval.skimage_images = ()
+    config.eval.every = 10_000
+    return config

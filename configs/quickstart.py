@@ -1,0 +1,29 @@
+"""Embedded default: a reduced SRResNet then a short SRGAN-MSE phase, minutes on a CPU.
+
+Trains on scikit-image's bundled sample photos (no downloads, no VGG weights) and holds
+out `astronaut` for validation; ends by writing an upscaled sample and PSNR vs bicubic.
+"""
+
+from configs import default
+
+
+def get_config():
+    config = default.get_config()
+    config.model.num_blocks = 4
+    config.model.features = 32
+    config.loss.adversarial_weight = 1e-3
+    config.train.batch_size = 16
+    config.train.num_steps = 1200
+    config.train.pretrain_steps = 1000
+    config.train.learning_rate = 1e-3
+    config.train.lr_boundaries = (800,)
+    config.train.checkpoint_every = 200
+    config.train.log_every = 50
+    config.data.hr_size = 64
+    config.data.in_memory = True
+    config.data.augment = True
+    config.data.skimage_images = ("chelsea", "coffee", "rocket", "hubble_deep_field",
+                                  "immunohistochemistry", "retina", "colorwheel")
+    config.eval.skimage_images = ("astronaut",)
+    config.eval.every = 200
+    return config

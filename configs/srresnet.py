@@ -1,0 +1,7 @@
+"""SRResNet-MSE: 10^6 Adam steps at 1e-4 on pixel MSE (the paper's defaults)."""
+
+from configs import default
+
+
+def get_config():
+    return default.get_config()

@@ -1,0 +1,96 @@
+"""Orbax checkpoints: save / resume training, and restore the generator alone for inference.
+
+Layout of a workdir:
+  checkpoints/<step>/state      full training state (G and D params, batch_stats, Adam)
+  checkpoints/<step>/generator  G's {"params", "batch_stats"} alone, for inference
+  checkpoints/<step>/meta       JSON: model config, training config, step
+  best/<step>/...               the same items for the best validation PSNR so far
+
+`load_generator_variables(path)` needs nothing but such a directory: it reads the model
+config from `meta` and rebuilds the generator's shapes from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import jax
+import orbax.checkpoint as ocp
+
+from srgan_jax.errors import UserError
+
+ITEMS = ("state", "generator", "meta")
+
+
+def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
+    """(latest, best): the last `keep` checkpoints, and the best one by validation PSNR."""
+    workdir = Path(workdir).absolute()
+    latest = ocp.CheckpointManager(
+        workdir / "checkpoints",
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        item_names=ITEMS,
+    )
+    best = ocp.CheckpointManager(
+        workdir / "best",
+        options=ocp.CheckpointManagerOptions(
+            max_to_keep=1, best_fn=lambda metrics: metrics["val_psnr"], best_mode="max", create=True
+        ),
+        item_names=ITEMS,
+    )
+    return latest, best
+
+
+def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
+         meta: dict, metrics: dict | None = None) -> None:
+    """Save the full state, G's inference variables and the metadata at `step`."""
+    manager.save(
+        step,
+        args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            generator=ocp.args.StandardSave(generator_variables),
+            meta=ocp.args.JsonSave(meta),
+        ),
+        metrics=metrics,
+        force=True,
+    )
+
+
+def restore_state(manager: ocp.CheckpointManager, target_state: Any) -> tuple[Any, int] | None:
+    """The latest full state shaped like `target_state`, with its step; None when there is none."""
+    step = manager.latest_step()
+    if step is None:
+        return None
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
+    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    return restored["state"], step
+
+
+def _step_dir(path: Path) -> Path:
+    """Resolve a workdir, a checkpoints folder or a step folder to one step folder."""
+    if (path / "generator").is_dir():
+        return path
+    for folder in (path / "checkpoints", path):
+        steps = [p for p in folder.glob("*") if p.is_dir() and p.name.isdigit() and (p / "generator").is_dir()]
+        if steps:
+            return max(steps, key=lambda p: int(p.name))
+    raise UserError(
+        f"no generator checkpoint in {path}: pass a training workdir, its checkpoints/ folder or a step folder"
+    )
+
+
+def read_meta(path: str | Path) -> dict:
+    """The metadata JSON (model config, step) of the checkpoint that `path` resolves to."""
+    step_dir = _step_dir(Path(path))
+    meta_file = step_dir / "meta" / "metadata"
+    if not meta_file.is_file():
+        raise UserError(f"checkpoint {step_dir} has no meta/metadata: it was not written by srgan-jax")
+    return json.loads(meta_file.read_text())
+
+
+def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
+    """G's {"params", "batch_stats"} from a checkpoint, shaped like `abstract_variables`."""
+    step_dir = _step_dir(Path(path)).absolute()
+    with ocp.StandardCheckpointer() as checkpointer:
+        return checkpointer.restore(step_dir / "generator", abstract_variables)

@@ -1,0 +1,121 @@
+"""In-memory HR/LR crop source without TensorFlow: decode once, sample crops per step.
+
+For small training sets (T91, BSD200, scikit-image's sample photos) and for machines
+without TensorFlow. Every batch is a pure function of (seed, step, process index), so
+a run restarted at step N sees exactly the batches an uninterrupted run would have seen.
+Batches match `srgan_jax.input_pipeline`'s: LR = MATLAB-exact bicubic of the HR crop.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+from PIL import Image
+
+from srgan_jax.errors import UserError
+from srgan_jax.imresize import resize_matrix
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """Decode an image file to uint8 RGB [H, W, 3] (grayscale, palette, RGBA, 16-bit handled)."""
+    with Image.open(path) as image:
+        image.load()
+        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().astype(np.uint8))
+        return np.asarray(image.convert("RGB"))
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder` (recursive), sorted for determinism."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise UserError(f"image folder {folder} does not exist: check config.data.image_dir / eval.image_dir")
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+
+
+def load_folder(folder: str | Path) -> dict[str, np.ndarray]:
+    """Decode every image under `folder`; unreadable files are skipped with a warning naming them."""
+    images = {}
+    for path in list_images(folder):
+        try:
+            images[str(path.relative_to(folder))] = read_rgb(path)
+        except (OSError, ValueError) as err:
+            logging.warning("skipping unreadable image %s: %s", path, err)
+    if not images:
+        raise UserError(f"no readable images in {folder}: add PNG/JPEG/BMP files or fix the path")
+    return images
+
+
+def load_skimage_samples(names: Sequence[str]) -> dict[str, np.ndarray]:
+    """scikit-image's bundled sample photos by name (e.g. "astronaut"), as uint8 RGB."""
+    try:
+        import skimage.data
+    except ImportError as err:
+        raise UserError("scikit-image is needed for its sample images: pip install scikit-image") from err
+    images = {}
+    for name in names:
+        loader = getattr(skimage.data, name, None)
+        if loader is None:
+            raise UserError(f"scikit-image has no sample image {name!r}: see skimage.data")
+        image = np.asarray(loader())
+        if image.ndim == 2:
+            image = np.repeat(image[..., None], 3, axis=-1)
+        images[name] = image[..., :3].astype(np.uint8)
+    return images
+
+
+class CropSampler:
+    """Aligned random HR/LR crops from decoded images.
+
+    `batch(step)` returns {"lr": float32 [B, hr/scale, hr/scale, 3] in [0, 1],
+    "hr": float32 [B, hr, hr, 3] in [-1, 1]}: each crop from a distinct image when there
+    are at least B images (SPEC), LR by MATLAB-exact bicubic of the crop.
+    """
+
+    def __init__(self, images: Sequence[np.ndarray], *, hr_size: int, scale: int, batch_size: int,
+                 seed: int, augment: bool = False, process_index: int = 0):
+        if hr_size % scale:
+            raise UserError(f"hr_size {hr_size} is not a multiple of the scale {scale}")
+        usable = [im for im in images if im.shape[0] >= hr_size and im.shape[1] >= hr_size]
+        if len(usable) < len(images):
+            logging.warning("skipping %d images smaller than the %dx%d crop", len(images) - len(usable),
+                            hr_size, hr_size)
+        if not usable:
+            raise UserError(f"no training image is at least {hr_size}x{hr_size}: lower config.data.hr_size")
+        self.images = usable
+        self.hr_size, self.scale, self.batch_size = hr_size, scale, batch_size
+        self.seed, self.augment, self.process_index = seed, augment, process_index
+        self._matrix = resize_matrix(hr_size, hr_size // scale, 1.0 / scale).astype(np.float32)
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        rng = np.random.default_rng([self.seed, step, self.process_index])
+        replace = self.batch_size > len(self.images)
+        picks = rng.choice(len(self.images), self.batch_size, replace=replace)
+        size = self.hr_size
+        crops = np.empty((self.batch_size, size, size, 3), np.float32)
+        for k, index in enumerate(picks):
+            image = self.images[index]
+            top = rng.integers(0, image.shape[0] - size + 1)
+            left = rng.integers(0, image.shape[1] - size + 1)
+            crop = image[top:top + size, left:left + size].astype(np.float32) / 255.0
+            if self.augment:
+                if rng.random() < 0.5:
+                    crop = crop[:, ::-1]
+                if rng.random() < 0.5:
+                    crop = crop[::-1]
+                crop = np.rot90(crop, rng.integers(0, 4))
+            crops[k] = crop
+        lr = np.einsum("oh,bhwc->bowc", self._matrix, crops)
+        lr = np.einsum("pw,bowc->bopc", self._matrix, lr)
+        return {"lr": lr.astype(np.float32), "hr": crops * 2.0 - 1.0}
+
+    def __call__(self, start_step: int = 0) -> Iterator[dict[str, np.ndarray]]:
+        step = start_step
+        while True:
+            yield self.batch(step)
+            step += 1

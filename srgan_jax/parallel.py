@@ -1,0 +1,95 @@
+"""Data parallelism: `jax.jit` over a 1-D device mesh (default) or `jax.pmap`.
+
+Both wrap the same pure step `step(state, batch) -> (state, metrics)`:
+- mesh: state replicated, batch sharded along axis "data". The step sees the global
+  batch as one array, so losses, gradients and BatchNorm statistics are global as written.
+- pmap: the step runs per device on its slice with `axis_name="batch"`; the step
+  averages gradients and metrics with `pmean`, and BatchNorm averages its statistics
+  over the same axis (models built with `bn_axis_name="batch"`).
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable
+
+import jax
+import numpy as np
+from flax import jax_utils
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from srgan_jax.errors import UserError
+
+DATA_AXIS = "data"
+PMAP_AXIS = "batch"
+
+Step = Callable[..., tuple[Any, dict]]
+
+
+def create_mesh(devices: list | None = None) -> Mesh:
+    """A 1-D mesh over `devices` (default: all devices of all hosts) with axis "data"."""
+    devices = jax.devices() if devices is None else devices
+    return Mesh(np.asarray(devices), (DATA_AXIS,))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def check_batch_size(global_batch: int, num_devices: int, num_processes: int = 1) -> None:
+    """Fail early, in the user's terms, when the batch cannot be split evenly."""
+    if global_batch % num_devices:
+        raise UserError(
+            f"train.batch_size={global_batch} is not divisible by the {num_devices} devices: "
+            f"use a multiple of {num_devices}"
+        )
+    if global_batch % num_processes:
+        raise UserError(
+            f"train.batch_size={global_batch} is not divisible by the {num_processes} processes"
+        )
+
+
+def jit_step(step: Step, mesh: Mesh) -> Callable:
+    """`step` jitted over `mesh`: state replicated and donated, batch sharded on "data"."""
+    return jax.jit(
+        step,
+        in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)),
+        out_shardings=(replicated_sharding(mesh), replicated_sharding(mesh)),
+        donate_argnums=(0,),
+    )
+
+
+def pmap_step(step: Step) -> Callable:
+    """`step` under `jax.pmap` over local devices; takes replicated state, split batch."""
+    return jax.pmap(functools.partial(step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=(0,))
+
+
+def split_for_pmap(batch: dict, num_devices: int) -> dict:
+    """[B, ...] -> [num_devices, B / num_devices, ...] for each array of a host batch."""
+    return jax.tree.map(lambda x: x.reshape((num_devices, -1) + x.shape[1:]), batch)
+
+
+def replicate(tree: Any) -> Any:
+    """Copy a pytree onto every local device (leading device axis) for pmap."""
+    return jax_utils.replicate(tree)
+
+
+def unreplicate(tree: Any) -> Any:
+    """The first device's copy of a pmap-replicated pytree."""
+    return jax_utils.unreplicate(tree)
+
+
+def put_replicated(tree: Any, mesh: Mesh) -> Any:
+    """Place a pytree on every device of `mesh` (works across hosts)."""
+    sharding = replicated_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, np.asarray(x)), tree)
+
+
+def put_batch(batch: dict, mesh: Mesh) -> dict:
+    """Assemble the global batch from this process's slice, sharded along "data"."""
+    sharding = batch_sharding(mesh)
+    return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)

@@ -1,0 +1,69 @@
+"""Training summaries: `metrics.jsonl`, plus TensorBoard event files when `tensorboard` is installed.
+
+Event files are written with the `tensorboard` package's own writer, so no TensorFlow is
+needed (the GPU path trains without it).
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+class SummaryWriter:
+    """Scalars and images for one workdir; a no-op on processes other than the first."""
+
+    def __init__(self, workdir: str | Path, enabled: bool = True):
+        self.enabled = enabled
+        self._jsonl = None
+        self._events = None
+        if not enabled:
+            return
+        workdir = Path(workdir)
+        self._jsonl = open(workdir / "metrics.jsonl", "a")
+        try:
+            from tensorboard.compat.proto import event_pb2, summary_pb2
+            from tensorboard.summary.writer.event_file_writer import EventFileWriter
+        except ImportError:
+            logging.info("tensorboard not installed: scalars go to metrics.jsonl only")
+            return
+        self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
+        self._events = EventFileWriter(str(workdir / "tensorboard"))
+
+    def _write(self, step: int, value) -> None:
+        summary = self._summary_pb2.Summary(value=[value])
+        self._events.add_event(self._event_pb2.Event(wall_time=time.time(), step=int(step), summary=summary))
+
+    def scalars(self, step: int, values: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        self._jsonl.write(json.dumps({"step": int(step), **{k: float(v) for k, v in values.items()}}) + "\n")
+        self._jsonl.flush()
+        if self._events is not None:
+            for name, value in values.items():
+                self._write(step, self._summary_pb2.Summary.Value(tag=name, simple_value=float(value)))
+            self._events.flush()
+
+    def image(self, step: int, name: str, image: np.ndarray) -> None:
+        """uint8 [H, W, 3] image, PNG-encoded into the event file."""
+        if not self.enabled or self._events is None:
+            return
+        from PIL import Image
+
+        buffer = io.BytesIO()
+        Image.fromarray(image).save(buffer, format="PNG")
+        encoded = self._summary_pb2.Summary.Image(height=image.shape[0], width=image.shape[1], colorspace=3,
+                                                  encoded_image_string=buffer.getvalue())
+        self._write(step, self._summary_pb2.Summary.Value(tag=name, image=encoded))
+        self._events.flush()
+
+    def close(self) -> None:
+        if self._jsonl is not None:
+            self._jsonl.close()
+        if self._events is not None:
+            self._events.close()
