@@ -37,6 +37,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.checkpoint_every = 10_000
     config.train.keep_checkpoints = 3
     config.train.log_every = 100
+    config.train.time_limit_s = 0.0  # checkpoint and stop after this many seconds (0: no limit)
 
     config.data = ml_collections.ConfigDict()
     config.data.image_dir = ""  # a folder of training images; empty: the tfds dataset below

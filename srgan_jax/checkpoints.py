@@ -92,5 +92,9 @@ def read_meta(path: str | Path) -> dict:
 def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
     """G's {"params", "batch_stats"} from a checkpoint, shaped like `abstract_variables`."""
     step_dir = _step_dir(Path(path)).absolute()
+    # Place every array on this process's first device: the checkpoint may come from
+    # another machine (e.g. trained on a GPU, restored on a CPU).
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_variables)
     with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(step_dir / "generator", abstract_variables)
+        return checkpointer.restore(step_dir / "generator", abstract)

@@ -65,6 +65,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         problems.append(f"parallel={config.parallel!r} is not 'mesh' or 'pmap'")
     if config.loss.adversarial_weight < 0:
         problems.append(f"loss.adversarial_weight={config.loss.adversarial_weight} must be >= 0")
+    if train.time_limit_s < 0:
+        problems.append(f"train.time_limit_s={train.time_limit_s} must be >= 0 (0: no limit)")
     for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
         if train[name] < 1:
             problems.append(f"train.{name}={train[name]} must be >= 1")
@@ -449,16 +451,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
                 step += 1
                 progress.update(1)
                 at_checkpoint = step % config.train.checkpoint_every == 0 or step == config.train.num_steps
-                if step % config.train.log_every == 0 or at_checkpoint or stop.signal_name:
+                out_of_time = 0 < config.train.time_limit_s <= time.perf_counter() - started
+                if step % config.train.log_every == 0 or at_checkpoint or stop.signal_name or out_of_time:
                     check_history()
                 val = None
                 if eval_images and (step % config.eval.every == 0 or step == config.train.num_steps):
                     val = validate(step, state)
-                if at_checkpoint or stop.signal_name:
+                if at_checkpoint or stop.signal_name or out_of_time:
                     save(step, state, val)
                     last_good_step = step
-                if stop.signal_name:
-                    log.warning("%s received: checkpoint written at step %d, exiting", stop.signal_name, step)
+                if stop.signal_name or out_of_time:
+                    reason = stop.signal_name or f"time limit {config.train.time_limit_s} s reached"
+                    log.warning("%s: checkpoint written at step %d, exiting", reason, step)
                     break
         finally:
             # Never lose an in-flight asynchronous save, whatever stopped the loop.
@@ -469,7 +473,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     if step > start_step:
         log.info("%d steps in %.1f s (%.2f steps/s)", step - start_step, elapsed, (step - start_step) / elapsed)
     final = host_state(state)
-    if eval_images and not stop.signal_name:
+    if eval_images and step == config.train.num_steps:
         _report_sample(workdir_path, final, upscale, eval_images, config.model.scale)
     writer.close()
     return final
