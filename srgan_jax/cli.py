@@ -95,7 +95,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--infer-lr-size", type=int, default=128, help="LR side for --what infer")
     p.add_argument("--vgg-weights", default=None, help="converted VGG19 file (default: random, same FLOPs)")
-    p.add_argument("--image-dir", default=None, help="image folder for --what input (default: T91)")
+    p.add_argument("--image-dir", default=None, help="image folder for --what input (default: ../shared/data/T91)")
+    p.add_argument("--tfds-data-dir", default=None,
+                   help="where --what input prepares the folder as a tfds dataset (default: tfds's own)")
     p.add_argument("--compare-torch", action="store_true", help="also run the PyTorch reference")
     p.add_argument("--torch-script", default="../shared/bench/ref_torch_srgan.py")
     p.add_argument("--json", default=None)

@@ -1,0 +1,396 @@
+"""`srgan-jax benchmark`: throughput of the train steps, inference and the input pipeline.
+
+The train steps are `srgan_jax.train`'s own, built from `configs/default.py` and wrapped by
+`srgan_jax.parallel` exactly as `train_and_evaluate` wraps them (mesh: `jit_step` with the
+state replicated and donated, the batch sharded; pmap: `pmap_step` on split batches). Batches
+are synthetic (LR uniform in [0, 1], HR uniform in [-1, 1]) and placed on the devices once,
+so no input pipeline runs inside the timed loop; `input` times the tf.data pipeline alone.
+
+Each benchmark gives one dict (see `run_benchmark`): compile time (lower + compile), the
+median of `steps` timed calls after `warmup` untimed ones (each call waited for with
+`jax.block_until_ready`), XLA's FLOP count, memory and the software/device versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import functools
+import importlib.util
+import json
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import jax
+import ml_collections
+import numpy as np
+
+from srgan_jax import losses, parallel, train
+from srgan_jax.errors import UserError
+
+TRAIN_BENCHMARKS = ("g_step", "gan_step", "vgg_gan_step")
+BENCHMARKS = TRAIN_BENCHMARKS + ("infer", "input")
+# Modes of the PyTorch reference script (../shared/bench/ref_torch_srgan.py).
+TORCH_MODES = {"g_step": "g", "gan_step": "gan", "vgg_gan_step": "vgg_gan", "infer": "infer"}
+ADVERSARIAL_WEIGHT = 1e-3  # SPEC "Losses": l_SR = content + 1e-3 * adversarial
+DEFAULT_IMAGE_DIR = "../shared/data/T91"
+RANDOM_VGG = "random (same FLOPs as ImageNet VGG19)"
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """What to measure. `hr_size` is the train crop; inference runs on `infer_lr_size` LR inputs."""
+
+    batch: int
+    hr_size: int
+    blocks: int
+    features: int
+    dtype: str
+    parallel: str
+    steps: int
+    warmup: int
+    infer_lr_size: int
+    vgg_weights: str | None = None
+    image_dir: str | None = None
+    tfds_data_dir: str | None = None
+
+    def __post_init__(self):
+        if self.steps < 1 or self.warmup < 0:
+            raise UserError(f"--steps={self.steps} --warmup={self.warmup}: need steps >= 1 and warmup >= 0")
+        if self.batch < 1 or self.infer_lr_size < 1:
+            raise UserError(f"--batch={self.batch} --infer-lr-size={self.infer_lr_size}: both must be >= 1")
+
+
+def default_config() -> ml_collections.ConfigDict:
+    """`configs/default.py`'s `get_config()`: the paper defaults training starts from."""
+    path = Path(__file__).resolve().parents[1] / "configs" / "default.py"
+    if not path.is_file():
+        raise UserError(f"{path} not found: run the benchmark from a source checkout (pip install -e .)")
+    spec = importlib.util.spec_from_file_location("srgan_jax_benchmark_default_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
+
+
+def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict:
+    """The default config with the benchmark's model, batch, precision, parallelism and losses."""
+    config = default_config()
+    config.model.num_blocks = settings.blocks
+    config.model.features = settings.features
+    config.data.hr_size = settings.hr_size
+    config.train.batch_size = settings.batch
+    config.dtype = settings.dtype
+    config.parallel = settings.parallel
+    config.loss.content = "vgg54" if name == "vgg_gan_step" else "mse"
+    config.loss.adversarial_weight = ADVERSARIAL_WEIGHT if name in ("gan_step", "vgg_gan_step") else 0.0
+    if settings.vgg_weights:
+        config.vgg_weights = settings.vgg_weights
+    train.validate_config(config)
+    return config
+
+
+# --------------------------------------------------------------------------- measuring
+
+
+def _flops_per_device(compiled: jax.stages.Compiled) -> float | None:
+    """XLA's FLOP count of one device's program (a dict, or a list of dicts on older JAX)."""
+    analysis = compiled.cost_analysis()
+    if isinstance(analysis, (list, tuple)):
+        analysis = analysis[0] if analysis else None
+    flops = (analysis or {}).get("flops")
+    return float(flops) if flops is not None and flops >= 0 else None
+
+
+def _peak_memory_bytes() -> int | None:
+    """Largest `peak_bytes_in_use` over local devices since the process started; None if unreported."""
+    peaks = []
+    for device in jax.local_devices():
+        stats = device.memory_stats()
+        if not stats or "peak_bytes_in_use" not in stats:
+            return None
+        peaks.append(int(stats["peak_bytes_in_use"]))
+    return max(peaks)
+
+
+def _cpu_threads() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def environment() -> dict:
+    """Device, software versions and machine load, recorded with every result."""
+    import flax
+    import jaxlib
+
+    return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
+            "device_count": jax.device_count(), "cpu_threads": _cpu_threads(),
+            "load_avg_1m": os.getloadavg()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
+            "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+
+
+def _compile(function: Callable, *args: Any) -> tuple[jax.stages.Compiled, float]:
+    start = time.perf_counter()
+    compiled = function.lower(*args).compile()
+    return compiled, time.perf_counter() - start
+
+
+def _timed(call: Callable[[Any], Any], carry: Any, steps: int, warmup: int) -> list[float]:
+    """Seconds of each of `steps` calls `carry = call(carry)`, after `warmup` untimed ones."""
+    for _ in range(warmup):
+        carry = jax.block_until_ready(call(carry))
+    seconds = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        carry = jax.block_until_ready(call(carry))
+        seconds.append(time.perf_counter() - start)
+    return seconds
+
+
+def _summary(compiled: jax.stages.Compiled, compile_s: float, seconds: list[float], batch: int) -> dict:
+    median = statistics.median(seconds)
+    per_device = _flops_per_device(compiled)
+    flops = None if per_device is None else per_device * jax.device_count()
+    memory = compiled.memory_analysis()
+    return {
+        "compile_s": compile_s, "step_s_median": median, "step_s": seconds,
+        "steps_per_s": 1.0 / median, "images_per_s": batch / median,
+        "images_per_s_per_device": batch / median / jax.device_count(),
+        "flops_per_step": flops, "flops_per_step_per_device": per_device,
+        "tflops_per_s": None if flops is None else flops / median / 1e12,
+        "peak_memory_bytes": _peak_memory_bytes(),
+        "xla_temp_bytes": None if memory is None else int(memory.temp_size_in_bytes),
+    }
+
+
+def _synthetic_batch(batch: int, hr_size: int, scale: int) -> dict:
+    """LR uniform in [0, 1] and HR uniform in [-1, 1], the training batch layout."""
+    rng = np.random.default_rng(0)
+    lr_size = hr_size // scale
+    return {"lr": rng.random((batch, lr_size, lr_size, 3), dtype=np.float32),
+            "hr": rng.random((batch, hr_size, hr_size, 3), dtype=np.float32) * 2.0 - 1.0}
+
+
+def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None
+                  ) -> tuple[train.ContentLoss, str | None]:
+    """Training's content loss (`train.make_content_loss`); VGG on random weights without a file."""
+    if config.loss.content == "mse" or vgg_weights:
+        return train.make_content_loss(config), vgg_weights if config.loss.content != "mse" else None
+    from srgan_jax import vgg
+
+    layer = vgg.vgg_layer_for(config.loss.content)
+    features = vgg.random_feature_extractor((layer,), seed=0, dtype=train.DTYPES[config.dtype])
+    return functools.partial(losses.vgg_content_loss, features, layer=layer), RANDOM_VGG
+
+
+def _on_pmap_devices(tree: Any) -> Any:
+    """Place a split host batch [devices, B / devices, ...] on the local devices, as pmap shards it."""
+    return jax.pmap(lambda x: x)(tree)
+
+
+def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
+    return {"benchmark": name, "parallel": settings.parallel, "dtype": settings.dtype, "batch": settings.batch,
+            "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
+            "features": settings.features, **environment()}
+
+
+# --------------------------------------------------------------------------- benchmarks
+
+
+def run_train_step(name: str, settings: Settings) -> dict:
+    """Time `g_step` (SRResNet), `gan_step` (SRGAN-MSE) or `vgg_gan_step` (SRGAN-VGG54) as training runs it."""
+    config = benchmark_config(name, settings)
+    parallel.check_batch_size(settings.batch, jax.device_count())
+    use_pmap = settings.parallel == "pmap"
+    generator, discriminator = train.create_models(config, parallel.PMAP_AXIS if use_pmap else None)
+    state = train.create_state(config, jax.random.key(config.seed), generator, discriminator)
+    content_loss, vgg_weights = _content_loss(config, settings.vgg_weights)
+    if name == "g_step":
+        step = functools.partial(train.generator_train_step, content_loss=content_loss)
+    else:
+        step = functools.partial(train.gan_train_step, content_loss=content_loss,
+                                 adversarial_weight=config.loss.adversarial_weight)
+    batch = _synthetic_batch(settings.batch, settings.hr_size, config.model.scale)
+    if use_pmap:
+        function = parallel.pmap_step(step)
+        state = parallel.replicate(state)
+        batch = _on_pmap_devices(parallel.split_for_pmap(batch, jax.local_device_count()))
+    else:
+        mesh = parallel.create_mesh()
+        function = parallel.jit_step(step, mesh)
+        state = parallel.put_replicated(state, mesh)
+        batch = parallel.put_batch(batch, mesh)
+    compiled, compile_s = _compile(function, state, batch)
+    # The state is donated: each call consumes the previous call's state, as in training.
+    seconds = _timed(lambda current: compiled(current, batch)[0], state, settings.steps, settings.warmup)
+    return {**_describe(name, settings, settings.hr_size, config.model.scale), "steps": settings.steps,
+            "warmup": settings.warmup, "content_loss": config.loss.content, "vgg_weights": vgg_weights,
+            **_summary(compiled, compile_s, seconds, settings.batch)}
+
+
+def run_infer(settings: Settings) -> dict:
+    """Time `train.eval_step` (G with running BatchNorm averages) on `infer_lr_size` LR inputs."""
+    config = benchmark_config("infer", settings)
+    parallel.check_batch_size(settings.batch, jax.device_count())
+    scale = config.model.scale
+    generator, _ = train.create_models(config)
+    variables = train.generator_variables(train.create_state(config, jax.random.key(config.seed), generator, None))
+    lr = _synthetic_batch(settings.batch, settings.infer_lr_size * scale, scale)["lr"]
+    upscale = functools.partial(train.eval_step, generator=generator)
+    if settings.parallel == "pmap":
+        function = jax.pmap(upscale)
+        variables = parallel.replicate(variables)
+        lr = _on_pmap_devices(parallel.split_for_pmap({"lr": lr}, jax.local_device_count()))["lr"]
+    else:
+        mesh = parallel.create_mesh()
+        function = jax.jit(upscale)
+        variables = parallel.put_replicated(variables, mesh)
+        lr = parallel.put_batch({"lr": lr}, mesh)["lr"]
+    compiled, compile_s = _compile(function, variables, lr)
+    seconds = _timed(lambda _: compiled(variables, lr), None, settings.steps, settings.warmup)
+    hr_size = settings.infer_lr_size * scale
+    summary = _summary(compiled, compile_s, seconds, settings.batch)
+    summary["output_megapixels_per_s"] = summary["images_per_s"] * hr_size * hr_size / 1e6
+    return {**_describe("infer", settings, hr_size, scale), "steps": settings.steps, "warmup": settings.warmup,
+            **summary}
+
+
+def run_input(settings: Settings) -> dict:
+    """HR/LR pairs per second of the tf.data folder pipeline on `image_dir` (default T91)."""
+    image_dir = Path(settings.image_dir or DEFAULT_IMAGE_DIR).expanduser()
+    if not image_dir.is_dir():
+        raise UserError(f"image folder {image_dir} not found: pass --image-dir with a folder of PNG/JPEG images")
+    try:
+        from srgan_jax import input_pipeline
+    except ImportError as err:
+        raise UserError(f"the input benchmark needs TensorFlow and tensorflow-datasets ({err}): "
+                        "pip install -e '.[data]'") from err
+    config = benchmark_config("input", settings)
+    config.data.image_dir = str(image_dir)
+    if settings.tfds_data_dir:
+        config.data.tfds_data_dir = settings.tfds_data_dir
+    measured = input_pipeline.measure_throughput(config.data, scale=config.model.scale, batch_size=settings.batch,
+                                                 num_batches=settings.steps, seed=config.seed)
+    return {**_describe("input", settings, settings.hr_size, config.model.scale), "steps": settings.steps,
+            "image_dir": str(image_dir), "startup_s": measured["startup_s"],
+            "steps_per_s": measured["pairs_per_s"] / settings.batch, "images_per_s": measured["pairs_per_s"],
+            "images_per_s_per_device": None}
+
+
+def run_benchmark(name: str, settings: Settings) -> dict:
+    """One benchmark of `BENCHMARKS` -> its result dict."""
+    if name in TRAIN_BENCHMARKS:
+        return run_train_step(name, settings)
+    if name == "infer":
+        return run_infer(settings)
+    if name == "input":
+        return run_input(settings)
+    raise UserError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}")
+
+
+# --------------------------------------------------------------------------- PyTorch reference
+
+
+def run_torch(name: str, settings: Settings, script: str, jax_images_per_s: float) -> dict:
+    """The PyTorch reference script on the same device type, mode, batch and sizes.
+
+    Returns {"torch": its JSON, "torch_command", "torch_images_per_s", "jax_over_torch"} or
+    {"torch_skipped": why}. Inference passes
+    `--hr-size 4 * infer_lr_size` (the script's LR is hr/4); on CPU it gets as many threads as JAX.
+    """
+    if name not in TORCH_MODES:
+        return {"torch_skipped": f"the PyTorch reference has no {name} mode"}
+    if importlib.util.find_spec("torch") is None:
+        return {"torch_skipped": "torch is not installed here (pip install torch)"}
+    path = Path(script).expanduser()
+    if not path.is_file():
+        return {"torch_skipped": f"PyTorch reference {path} not found: pass --torch-script"}
+    device = "cuda" if jax.default_backend() == "gpu" else "cpu"
+    hr_size = settings.infer_lr_size * 4 if name == "infer" else settings.hr_size
+    with tempfile.TemporaryDirectory() as tmp:
+        out = Path(tmp) / "torch.json"
+        command = [sys.executable, str(path), "--mode", TORCH_MODES[name], "--batch", str(settings.batch),
+                   "--hr-size", str(hr_size), "--blocks", str(settings.blocks), "--steps", str(settings.steps),
+                   "--warmup", str(settings.warmup), "--device", device, "--json", str(out)]
+        if settings.dtype == "bfloat16":
+            command.append("--amp")
+        if device == "cpu":
+            command += ["--threads", str(_cpu_threads())]
+        proc = subprocess.run(command, capture_output=True, text=True)
+        if proc.returncode or not out.is_file():
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-1:] or ["no output"]
+            return {"torch_skipped": f"PyTorch reference failed (exit {proc.returncode}): {tail[0]}"}
+        result = json.loads(out.read_text())
+    shown = command[: command.index("--json")] + command[command.index("--json") + 2:]
+    extra = {"torch": result, "torch_command": shlex.join(shown), "torch_images_per_s": result["images_per_s"],
+             "jax_over_torch": jax_images_per_s / result["images_per_s"]}
+    if settings.features != 64:
+        extra["torch_note"] = f"the PyTorch reference always has 64 features; JAX ran {settings.features}"
+    return extra
+
+
+# --------------------------------------------------------------------------- report
+
+
+def _cell(value: Any, scale: float = 1.0, digits: int = 2) -> str:
+    return "-" if value is None else f"{value * scale:.{digits}f}"
+
+
+def format_table(results: dict[str, dict]) -> str:
+    """A plain-text table of the results, one row per benchmark, notes for skipped ones."""
+    header = ("benchmark", "parallel", "dtype", "batch", "size", "compile s", "steps/s", "images/s", "img/s/dev",
+              "GFLOP/step", "TFLOP/s", "peak MiB", "torch img/s", "jax/torch")
+    rows, notes = [header], []
+    for name, result in results.items():
+        if "skipped" in result:
+            notes.append(f"{name}: skipped: {result['skipped']}")
+            continue
+        torch_ips = result.get("torch_images_per_s")
+        size = f"{result['lr_size']}->{result['hr_size']}" if name == "infer" else str(result["hr_size"])
+        rows.append((name, result["parallel"], result["dtype"], str(result["batch"]), size,
+                     _cell(result.get("compile_s", result.get("startup_s"))), _cell(result["steps_per_s"], digits=3),
+                     _cell(result["images_per_s"]), _cell(result.get("images_per_s_per_device")),
+                     _cell(result.get("flops_per_step"), 1e-9, 1), _cell(result.get("tflops_per_s"), digits=3),
+                     _cell(result.get("peak_memory_bytes"), 2.0**-20, 0), _cell(torch_ips),
+                     _cell(result.get("jax_over_torch"))))
+        if "torch_skipped" in result:
+            notes.append(f"{name}: PyTorch comparison skipped: {result['torch_skipped']}")
+        if "torch_note" in result:
+            notes.append(f"{name}: {result['torch_note']}")
+    widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
+    lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
+    return "\n".join(lines + notes)
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    """`srgan-jax benchmark`: run the chosen benchmarks, print a table, optionally write JSON."""
+    settings = Settings(batch=args.batch, hr_size=args.hr_size, blocks=args.blocks, features=args.features,
+                        dtype=args.dtype, parallel=args.parallel, steps=args.steps, warmup=args.warmup,
+                        infer_lr_size=args.infer_lr_size, vgg_weights=args.vgg_weights, image_dir=args.image_dir,
+                        tfds_data_dir=args.tfds_data_dir)
+    names = list(BENCHMARKS) if args.what == "all" else [args.what]
+    for name in names:
+        benchmark_config(name, settings)  # bad sizes fail here, before anything compiles
+    results = {}
+    for name in names:
+        print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
+        try:
+            results[name] = run_benchmark(name, settings)
+        except UserError as err:
+            if name != "input" or args.what != "all":
+                raise
+            results[name] = {"benchmark": name, "skipped": str(err)}  # e.g. no TensorFlow on a GPU host
+            continue
+        if args.compare_torch and name in TORCH_MODES:
+            print(f"benchmark: {name} (PyTorch reference) ...", file=sys.stderr, flush=True)
+            results[name].update(run_torch(name, settings, args.torch_script, results[name]["images_per_s"]))
+    print(format_table(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {args.json}")
+    return 0

@@ -1,0 +1,130 @@
+"""`srgan-jax benchmark`: result schema on tiny models (mesh and pmap), PyTorch comparison, CLI, skips.
+
+Tiny sizes only and no assertions on timings: the numbers depend on the machine and its load.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import srgan_jax
+from srgan_jax import benchmark, cli
+from srgan_jax.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+TORCH_SCRIPT = ROOT.parent / "shared" / "bench" / "ref_torch_srgan.py"
+TINY = ["--batch", "2", "--hr-size", "32", "--blocks", "1", "--features", "8", "--steps", "2", "--warmup", "1",
+        "--infer-lr-size", "8"]
+
+COMMON = {"benchmark": str, "parallel": str, "dtype": str, "batch": int, "hr_size": int, "lr_size": int,
+          "blocks": int, "features": int, "backend": str, "device_kind": str, "device_count": int,
+          "cpu_threads": int, "load_avg_1m": float, "jax": str, "jaxlib": str, "flax": str, "xla_flags": str,
+          "steps": int, "steps_per_s": float, "images_per_s": float}
+TIMED = {"warmup": int, "compile_s": float, "step_s_median": float, "step_s": list,
+         "images_per_s_per_device": float, "flops_per_step": float, "flops_per_step_per_device": float,
+         "tflops_per_s": float, "xla_temp_bytes": int}
+
+
+def tiny(parallel="mesh", **overrides):
+    values = dict(batch=2, hr_size=32, blocks=1, features=8, dtype="float32", parallel=parallel, steps=2, warmup=1,
+                  infer_lr_size=8)
+    return benchmark.Settings(**{**values, **overrides})
+
+
+def check_types(result, schema):
+    for key, kind in schema.items():
+        assert key in result, key
+        assert isinstance(result[key], kind), (key, result[key])
+
+
+@pytest.mark.parametrize("parallel", ["mesh", "pmap"])
+@pytest.mark.parametrize("name", ["g_step", "gan_step", "vgg_gan_step", "infer"])
+def test_result_schema(name, parallel):
+    result = benchmark.run_benchmark(name, tiny(parallel))
+    check_types(result, COMMON | TIMED)
+    json.dumps(result)  # plain JSON types only
+    assert (result["benchmark"], result["parallel"], result["batch"]) == (name, parallel, 2)
+    assert len(result["step_s"]) == 2 and result["step_s_median"] > 0
+    assert result["images_per_s"] == pytest.approx(2 * result["steps_per_s"])
+    assert result["flops_per_step"] == result["flops_per_step_per_device"] * result["device_count"] > 0
+    assert result["peak_memory_bytes"] is None or isinstance(result["peak_memory_bytes"], int)
+    if name == "infer":
+        assert (result["lr_size"], result["hr_size"]) == (8, 32)
+        assert result["output_megapixels_per_s"] == pytest.approx(result["images_per_s"] * 32 * 32 / 1e6)
+    else:
+        assert (result["lr_size"], result["hr_size"]) == (8, 32)
+        assert result["content_loss"] == ("vgg54" if name == "vgg_gan_step" else "mse")
+        assert result["vgg_weights"] == (benchmark.RANDOM_VGG if name == "vgg_gan_step" else None)
+
+
+def test_cli_prints_table_and_writes_json(tmp_path, capsys):
+    out = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--what", "g_step", "--dtype", "bfloat16", *TINY, "--json", str(out)]) == 0
+    results = json.loads(out.read_text())
+    assert list(results) == ["g_step"]
+    check_types(results["g_step"], COMMON | TIMED)
+    assert results["g_step"]["dtype"] == "bfloat16"
+    table = capsys.readouterr().out
+    assert "images/s" in table and "g_step" in table and "bfloat16" in table
+
+
+def test_compare_torch_runs_the_reference(tmp_path):
+    pytest.importorskip("torch", reason="torch is not installed")
+    if not TORCH_SCRIPT.is_file():
+        pytest.skip(f"{TORCH_SCRIPT} not found")
+    out = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--what", "infer", *TINY, "--compare-torch", "--torch-script", str(TORCH_SCRIPT),
+                     "--json", str(out)]) == 0
+    result = json.loads(out.read_text())["infer"]
+    # The script's LR is hr/4: it was given hr = 4 * the LR size JAX ran.
+    assert (result["torch"]["mode"], result["torch"]["hr_size"], result["torch"]["batch"]) == ("infer", 32, 2)
+    assert result["torch_images_per_s"] > 0
+    assert result["jax_over_torch"] == pytest.approx(result["images_per_s"] / result["torch_images_per_s"])
+    assert "--threads" in result["torch_command"] and "--json" not in result["torch_command"]
+    assert "64 features" in result["torch_note"]
+
+
+def test_compare_torch_skips_with_a_reason(tmp_path, monkeypatch):
+    missing = benchmark.run_torch("g_step", tiny(), str(tmp_path / "nope.py"), 1.0)
+    assert "not found" in missing["torch_skipped"] and "--torch-script" in missing["torch_skipped"]
+    assert "no input mode" in benchmark.run_torch("input", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
+    monkeypatch.setattr(benchmark.importlib.util, "find_spec", lambda name: None)
+    assert "not installed" in benchmark.run_torch("g_step", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
+
+
+def test_input_benchmark(tmp_path):
+    pytest.importorskip("tensorflow_datasets", reason="TensorFlow / tfds are not installed")
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
+    result = benchmark.run_input(tiny(image_dir=str(folder), tfds_data_dir=str(tmp_path / "tfds")))
+    check_types(result, COMMON | {"startup_s": float, "image_dir": str})
+    assert result["images_per_s"] > 0
+
+
+def test_all_skips_input_without_tensorflow(tmp_path, monkeypatch, capsys):
+    # `from srgan_jax import input_pipeline` fails as it does without TensorFlow.
+    monkeypatch.setitem(sys.modules, "srgan_jax.input_pipeline", None)
+    monkeypatch.delattr(srgan_jax, "input_pipeline", raising=False)
+    with pytest.raises(UserError, match="TensorFlow"):
+        benchmark.run_input(tiny(image_dir=str(tmp_path)))
+    monkeypatch.setattr(benchmark, "BENCHMARKS", ("input",))
+    out = tmp_path / "bench.json"
+    assert cli.main(["benchmark", "--what", "all", *TINY, "--image-dir", str(tmp_path), "--json", str(out)]) == 0
+    assert "TensorFlow" in json.loads(out.read_text())["input"]["skipped"]
+    assert "input: skipped" in capsys.readouterr().out
+
+
+def test_user_errors_are_one_line(tmp_path, capsys):
+    assert cli.main(["benchmark", "--what", "gan_step", *TINY[:2], "--hr-size", "40"]) == 2
+    assert "multiple of 16" in capsys.readouterr().err
+    assert cli.main(["benchmark", "--what", "input", "--image-dir", str(tmp_path / "missing")]) == 2
+    assert "--image-dir" in capsys.readouterr().err
+    with pytest.raises(UserError, match="--steps"):
+        tiny(steps=0)
