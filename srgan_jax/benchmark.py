@@ -99,13 +99,29 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
 # --------------------------------------------------------------------------- measuring
 
 
-def _flops_per_device(compiled: jax.stages.Compiled) -> float | None:
-    """XLA's FLOP count of one device's program (a dict, or a list of dicts on older JAX)."""
-    analysis = compiled.cost_analysis()
+def _flops(analysis: Any) -> float | None:
+    """The "flops" entry of an XLA cost analysis (a dict, or a list of dicts on some JAX versions)."""
     if isinstance(analysis, (list, tuple)):
         analysis = analysis[0] if analysis else None
     flops = (analysis or {}).get("flops")
     return float(flops) if flops is not None and flops >= 0 else None
+
+
+def _step_flops(lowered: jax.stages.Lowered, compiled: jax.stages.Compiled, per_device_program: bool
+                ) -> tuple[float | None, float | None]:
+    """(FLOPs of one step on all devices, per device) from XLA's cost analysis.
+
+    Counted on the lowered program, before backend rewrites: on GPU the compiled program's
+    convolutions are cuDNN calls that its cost analysis counts as nearly free. A mesh lowers
+    the global program, pmap one device's. Falls back to the compiled program's count.
+    """
+    devices = jax.device_count()
+    flops = _flops(lowered.cost_analysis())
+    if flops is None:
+        flops, per_device_program = _flops(compiled.cost_analysis()), True  # compiled: one device's
+    if flops is None:
+        return None, None
+    return (flops * devices, flops) if per_device_program else (flops, flops / devices)
 
 
 def _peak_memory_bytes() -> int | None:
@@ -134,10 +150,11 @@ def environment() -> dict:
             "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
-def _compile(function: Callable, *args: Any) -> tuple[jax.stages.Compiled, float]:
+def _compile(function: Callable, *args: Any) -> tuple[jax.stages.Lowered, jax.stages.Compiled, float]:
     start = time.perf_counter()
-    compiled = function.lower(*args).compile()
-    return compiled, time.perf_counter() - start
+    lowered = function.lower(*args)
+    compiled = lowered.compile()
+    return lowered, compiled, time.perf_counter() - start
 
 
 def _timed(call: Callable[[Any], Any], carry: Any, steps: int, warmup: int) -> list[float]:
@@ -152,10 +169,10 @@ def _timed(call: Callable[[Any], Any], carry: Any, steps: int, warmup: int) -> l
     return seconds
 
 
-def _summary(compiled: jax.stages.Compiled, compile_s: float, seconds: list[float], batch: int) -> dict:
+def _summary(lowered: jax.stages.Lowered, compiled: jax.stages.Compiled, compile_s: float, seconds: list[float],
+             batch: int, use_pmap: bool) -> dict:
     median = statistics.median(seconds)
-    per_device = _flops_per_device(compiled)
-    flops = None if per_device is None else per_device * jax.device_count()
+    flops, per_device = _step_flops(lowered, compiled, per_device_program=use_pmap)
     memory = compiled.memory_analysis()
     return {
         "compile_s": compile_s, "step_s_median": median, "step_s": seconds,
@@ -179,8 +196,10 @@ def _synthetic_batch(batch: int, hr_size: int, scale: int) -> dict:
 def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None
                   ) -> tuple[train.ContentLoss, str | None]:
     """Training's content loss (`train.make_content_loss`); VGG on random weights without a file."""
-    if config.loss.content == "mse" or vgg_weights:
-        return train.make_content_loss(config), vgg_weights if config.loss.content != "mse" else None
+    if config.loss.content == "mse":
+        return train.make_content_loss(config), None
+    if vgg_weights:
+        return train.make_content_loss(config), vgg_weights
     from srgan_jax import vgg
 
     layer = vgg.vgg_layer_for(config.loss.content)
@@ -225,12 +244,12 @@ def run_train_step(name: str, settings: Settings) -> dict:
         function = parallel.jit_step(step, mesh)
         state = parallel.put_replicated(state, mesh)
         batch = parallel.put_batch(batch, mesh)
-    compiled, compile_s = _compile(function, state, batch)
+    lowered, compiled, compile_s = _compile(function, state, batch)
     # The state is donated: each call consumes the previous call's state, as in training.
     seconds = _timed(lambda current: compiled(current, batch)[0], state, settings.steps, settings.warmup)
     return {**_describe(name, settings, settings.hr_size, config.model.scale), "steps": settings.steps,
             "warmup": settings.warmup, "content_loss": config.loss.content, "vgg_weights": vgg_weights,
-            **_summary(compiled, compile_s, seconds, settings.batch)}
+            **_summary(lowered, compiled, compile_s, seconds, settings.batch, use_pmap)}
 
 
 def run_infer(settings: Settings) -> dict:
@@ -251,10 +270,10 @@ def run_infer(settings: Settings) -> dict:
         function = jax.jit(upscale)
         variables = parallel.put_replicated(variables, mesh)
         lr = parallel.put_batch({"lr": lr}, mesh)["lr"]
-    compiled, compile_s = _compile(function, variables, lr)
+    lowered, compiled, compile_s = _compile(function, variables, lr)
     seconds = _timed(lambda _: compiled(variables, lr), None, settings.steps, settings.warmup)
     hr_size = settings.infer_lr_size * scale
-    summary = _summary(compiled, compile_s, seconds, settings.batch)
+    summary = _summary(lowered, compiled, compile_s, seconds, settings.batch, settings.parallel == "pmap")
     summary["output_megapixels_per_s"] = summary["images_per_s"] * hr_size * hr_size / 1e6
     return {**_describe("infer", settings, hr_size, scale), "steps": settings.steps, "warmup": settings.warmup,
             **summary}
@@ -300,8 +319,8 @@ def run_torch(name: str, settings: Settings, script: str, jax_images_per_s: floa
     """The PyTorch reference script on the same device type, mode, batch and sizes.
 
     Returns {"torch": its JSON, "torch_command", "torch_images_per_s", "jax_over_torch"} or
-    {"torch_skipped": why}. Inference passes
-    `--hr-size 4 * infer_lr_size` (the script's LR is hr/4); on CPU it gets as many threads as JAX.
+    {"torch_skipped": why}. Inference passes `--hr-size 4 * infer_lr_size` (the script's LR is
+    hr/4); on CPU the script gets as many threads as JAX uses (all the CPUs this process may use).
     """
     if name not in TORCH_MODES:
         return {"torch_skipped": f"the PyTorch reference has no {name} mode"}

@@ -4,6 +4,8 @@ Tiny sizes only and no assertions on timings: the numbers depend on the machine 
 """
 
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -59,6 +61,22 @@ def test_result_schema(name, parallel):
         assert (result["lr_size"], result["hr_size"]) == (8, 32)
         assert result["content_loss"] == ("vgg54" if name == "vgg_gan_step" else "mse")
         assert result["vgg_weights"] == (benchmark.RANDOM_VGG if name == "vgg_gan_step" else None)
+
+
+def test_two_devices_mesh_and_pmap_count_the_same_flops(tmp_path):
+    env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=2", JAX_PLATFORMS="cpu")
+    results = {}
+    for parallel in ("mesh", "pmap"):
+        out = tmp_path / f"{parallel}.json"
+        subprocess.run([sys.executable, "-m", "srgan_jax.cli", "benchmark", "--what", "g_step", *TINY,
+                        "--parallel", parallel, "--json", str(out)], cwd=ROOT, env=env, check=True, timeout=600,
+                       capture_output=True)
+        results[parallel] = json.loads(out.read_text())["g_step"]
+    mesh, pmap = results["mesh"], results["pmap"]
+    assert mesh["device_count"] == pmap["device_count"] == 2
+    assert mesh["flops_per_step"] == pytest.approx(pmap["flops_per_step"], rel=0.02)
+    assert mesh["flops_per_step_per_device"] == pytest.approx(mesh["flops_per_step"] / 2)
+    assert mesh["images_per_s_per_device"] == pytest.approx(mesh["images_per_s"] / 2)
 
 
 def test_cli_prints_table_and_writes_json(tmp_path, capsys):
