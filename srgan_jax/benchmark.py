@@ -91,6 +91,9 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
     config.loss.content = "vgg54" if name == "vgg_gan_step" else "mse"
     config.loss.adversarial_weight = ADVERSARIAL_WEIGHT if name in ("gan_step", "vgg_gan_step") else 0.0
     if settings.vgg_weights:
+        if name == "vgg_gan_step" and not Path(settings.vgg_weights).is_file():
+            raise UserError(f"--vgg-weights {settings.vgg_weights} not found: convert them with srgan-jax "
+                            "convert-vgg19, or leave the flag out to time random weights (same FLOPs)")
         config.vgg_weights = settings.vgg_weights
     train.validate_config(config)
     return config

@@ -144,5 +144,7 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "multiple of 16" in capsys.readouterr().err
     assert cli.main(["benchmark", "--what", "input", "--image-dir", str(tmp_path / "missing")]) == 2
     assert "--image-dir" in capsys.readouterr().err
+    assert cli.main(["benchmark", "--what", "all", "--vgg-weights", str(tmp_path / "vgg19.msgpack")]) == 2
+    assert "convert-vgg19" in capsys.readouterr().err
     with pytest.raises(UserError, match="--steps"):
         tiny(steps=0)
