@@ -13,17 +13,17 @@ def get_config():
     config.model.features = 32
     config.loss.adversarial_weight = 1e-3
     config.train.batch_size = 16
-    config.train.num_steps = 1200
-    config.train.pretrain_steps = 1000
+    config.train.num_steps = 2600
+    config.train.pretrain_steps = 2500
     config.train.learning_rate = 1e-3
-    config.train.lr_boundaries = (800,)
-    config.train.checkpoint_every = 200
+    config.train.lr_boundaries = (2000,)
+    config.train.checkpoint_every = 500
     config.train.log_every = 50
-    config.data.hr_size = 64
+    config.data.hr_size = 48
     config.data.in_memory = True
     config.data.augment = True
     config.data.skimage_images = ("chelsea", "coffee", "rocket", "hubble_deep_field",
                                   "immunohistochemistry", "retina", "colorwheel")
     config.eval.skimage_images = ("astronaut",)
-    config.eval.every = 200
+    config.eval.every = 500
     return config

@@ -28,10 +28,8 @@ epoch) in O(1) and skips the remaining N*B % E records of that epoch before deco
 
 from __future__ import annotations
 
-import collections
 import functools
 import hashlib
-import itertools
 import logging
 import time
 from pathlib import Path
@@ -367,24 +365,6 @@ def create_eval_pairs(image_dir: str | Path, *, scale: int) -> list[tuple[str, n
     if not pairs:
         raise UserError(f"no readable validation image in {folder}: fix the files or the folder")
     return pairs
-
-
-def prefetch_to_sharding(iterator: Iterator[Any], sharding: jax.sharding.Sharding, size: int = 2
-                         ) -> Iterator[Any]:
-    """Puts each batch (a pytree of this process's arrays) onto `sharding`, `size` batches ahead.
-
-    Uses `jax.make_array_from_process_local_data`, so each process passes only its own rows.
-    """
-    queue = collections.deque()
-
-    def enqueue(count: int) -> None:
-        for batch in itertools.islice(iterator, count):
-            queue.append(jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch))
-
-    enqueue(size)
-    while queue:
-        yield queue.popleft()
-        enqueue(1)
 
 
 def measure_throughput(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, num_batches: int,

@@ -10,8 +10,10 @@ Both wrap the same pure step `step(state, batch) -> (state, metrics)`:
 
 from __future__ import annotations
 
+import collections
 import functools
-from typing import Any, Callable
+import itertools
+from typing import Any, Callable, Iterator
 
 import jax
 import numpy as np
@@ -93,3 +95,20 @@ def put_batch(batch: dict, mesh: Mesh) -> dict:
     """Assemble the global batch from this process's slice, sharded along "data"."""
     sharding = batch_sharding(mesh)
     return jax.tree.map(lambda x: jax.make_array_from_process_local_data(sharding, x), batch)
+
+
+def prefetch_to_mesh(batches: Iterator[dict], mesh: Mesh, size: int = 2) -> Iterator[dict]:
+    """Host batches placed on `mesh` (`put_batch`) `size` batches ahead of the consumer.
+
+    With asynchronous dispatch the transfers of the next batches overlap the running step.
+    """
+    queue = collections.deque()
+
+    def enqueue(count: int) -> None:
+        for batch in itertools.islice(batches, count):
+            queue.append(put_batch(batch, mesh))
+
+    enqueue(size)
+    while queue:
+        yield queue.popleft()
+        enqueue(1)

@@ -383,13 +383,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         steps = {"g": parallel.pmap_step(g_step), "gan": parallel.pmap_step(gan_step)}
         state = parallel.replicate(state)
         local_devices = jax.local_device_count()
-        put_batch = lambda b: parallel.split_for_pmap(b, local_devices)  # noqa: E731
+        place_batches = lambda it: (parallel.split_for_pmap(b, local_devices) for b in it)  # noqa: E731
         host_state = parallel.unreplicate
     else:
         mesh = parallel.create_mesh()
         steps = {"g": parallel.jit_step(g_step, mesh), "gan": parallel.jit_step(gan_step, mesh)}
         state = parallel.put_replicated(state, mesh)
-        put_batch = functools.partial(parallel.put_batch, mesh=mesh)
+        place_batches = functools.partial(parallel.prefetch_to_mesh, mesh=mesh)
         host_state = lambda s: s  # noqa: E731
     upscale = jax.jit(functools.partial(eval_step, generator=eval_generator))
 
@@ -398,7 +398,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     writer = SummaryWriter(workdir_path, enabled=jax.process_index() == 0)
     meta = {"model": model_config(config), "config": config.to_dict()}
     eval_images = load_eval_images(config)
-    batches = create_train_iterator(config, local_batch, start_step)
+    batches = place_batches(create_train_iterator(config, local_batch, start_step))
 
     def save(step: int, current: SRState, val_metrics: dict | None = None) -> None:
         current = host_state(current)
@@ -446,7 +446,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
             started = time.perf_counter()
             while step < config.train.num_steps:
                 kind = "gan" if uses_gan(config) and step >= config.train.pretrain_steps else "g"
-                state, step_metrics = steps[kind](state, put_batch(next(batches)))
+                state, step_metrics = steps[kind](state, next(batches))
                 history.append((step + 1, step_metrics))
                 step += 1
                 progress.update(1)

@@ -270,18 +270,6 @@ def test_eval_pairs_mod_crop_and_bicubic(tmp_path):
     np.testing.assert_allclose(lr, imresize(image[:48, :44] / 255.0, 0.25), atol=1e-6)
 
 
-def test_prefetch_to_sharding_places_each_batch(folder, tmp_path):
-    mesh = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",))
-    sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    batches = [{"hr": np.full((2, 4, 4, 3), i, np.float32), "lr": np.full((2, 1, 1, 3), i, np.float32)}
-               for i in range(5)]
-    placed = list(input_pipeline.prefetch_to_sharding(iter(batches), sharding, size=2))
-    assert len(placed) == 5
-    for i, batch in enumerate(placed):
-        assert isinstance(batch["hr"], jax.Array) and batch["hr"].sharding == sharding
-        np.testing.assert_array_equal(np.asarray(batch["lr"]), batches[i]["lr"])
-
-
 def test_measure_throughput_reports_pairs_per_second(folder, tmp_path):
     result = input_pipeline.measure_throughput(_config(tmp_path, folder), scale=4, batch_size=4, num_batches=3)
     assert result["batches"] == 3 and result["batch_size"] == 4 and result["pairs_per_s"] > 0

@@ -69,3 +69,15 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
     with pytest.raises(UserError, match="not divisible by the 8 devices"):
         parallel.check_batch_size(12, 8)
     parallel.check_batch_size(16, 8)
+
+
+def test_prefetch_to_mesh_places_every_batch_in_order():
+    import jax
+
+    mesh = parallel.create_mesh(jax.devices()[:1])
+    batches = [{"hr": np.full((2, 4, 4, 3), i, np.float32)} for i in range(5)]
+    placed = list(parallel.prefetch_to_mesh(iter(batches), mesh, size=2))
+    assert len(placed) == 5
+    for i, batch in enumerate(placed):
+        assert batch["hr"].sharding == parallel.batch_sharding(mesh)
+        np.testing.assert_array_equal(np.asarray(batch["hr"]), batches[i]["hr"])
