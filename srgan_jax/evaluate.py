@@ -170,10 +170,8 @@ def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
         if args.checkpoint is not None:
             raise UserError("--method scores a baseline and ignores --checkpoint; pass only one of them")
         return {args.method: BASELINES[args.method]}
-    try:
-        from srgan_jax.inference import load_generator
-    except ImportError:
-        raise UserError("no trained-model evaluation yet: pass --method nearest|bicubic") from None
+    from srgan_jax.inference import load_generator  # JAX only when a model is scored
+
     return {"model": load_generator(args.checkpoint), **BASELINES}
 
 

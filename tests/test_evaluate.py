@@ -96,16 +96,6 @@ def test_run_cli_nothing_evaluated_is_a_user_error(tmp_path):
         evaluate.run_cli(_args(data_dir=str(tmp_path / "missing")))
 
 
-def test_run_cli_without_method_needs_a_model(toy_set):
-    try:
-        import srgan_jax.inference  # noqa: F401
-    except ImportError:
-        with pytest.raises(UserError, match="--method"):
-            evaluate.run_cli(_args(method=None, data_dir=str(toy_set)))
-    else:
-        pytest.skip("srgan_jax.inference exists: model evaluation is tested with it")
-
-
 def test_format_table_columns():
     table = evaluate.format_table(
         {"bicubic": {"Set5": {"psnr": 28.4234, "ssim": 0.81012, "n": 5}}}, {"Set5": "shipped"}
