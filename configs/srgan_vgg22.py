@@ -1,16 +1,12 @@
 """SRGAN-VGG22: VGG22 content + 1e-3 adversarial, G from SRResNet-MSE.
 
-10^5 steps at 1e-4 then 10^5 at 1e-5; one D update and one G update per step.
-Set `--config.init_from=<SRResNet workdir>`.
+The schedule and everything else as configs/srgan.py. Set `--config.init_from=<SRResNet workdir>`.
 """
 
-from configs import default
+from configs import srgan
 
 
 def get_config():
-    config = default.get_config()
+    config = srgan.get_config()
     config.loss.content = "vgg22"
-    config.loss.adversarial_weight = 1e-3
-    config.train.num_steps = 200_000
-    config.train.lr_boundaries = (100_000,)
     return config

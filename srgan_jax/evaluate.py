@@ -16,13 +16,11 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
-from PIL import Image
 
 from srgan_jax import metrics
 from srgan_jax.errors import UserError
+from srgan_jax.images import IMAGE_SUFFIXES, read_rgb
 from srgan_jax.imresize import imresize, upscale_nearest
-
-IMAGE_SUFFIXES = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff"}
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 ImagePair = tuple[str, np.ndarray, np.ndarray]  # (name, lr uint8 [h, w, 3], hr uint8 [H, W, 3])
@@ -40,12 +38,6 @@ def resolve_lr_source(data_dir: str | Path, set_name: str, lr_source: str = "aut
     if lr_source != "auto":
         return lr_source
     return "shipped" if (Path(data_dir) / lr_dir_name(set_name, scale)).is_dir() else "make"
-
-
-def _read_rgb(path: Path) -> np.ndarray:
-    """uint8 [H, W, 3] RGB; grayscale and palette images are expanded to RGB."""
-    with Image.open(path) as image:
-        return np.asarray(image.convert("RGB"), dtype=np.uint8)
 
 
 def load_image_pairs(
@@ -68,7 +60,7 @@ def load_image_pairs(
         return [], [f"{set_dir}: set folder not found; check --data-dir and --sets"]
     files = sorted(p for p in set_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        return [], [f"{set_dir}: no images ({', '.join(sorted(IMAGE_SUFFIXES))}) in the set folder"]
+        return [], [f"{set_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in the set folder"]
     source = resolve_lr_source(data_dir, set_name, lr_source, scale)
     lr_dir = data_dir / lr_dir_name(set_name, scale)
     if source == "shipped" and not lr_dir.is_dir():
@@ -77,7 +69,7 @@ def load_image_pairs(
     pairs, errors = [], []
     for hr_path in files:
         try:
-            hr = _read_rgb(hr_path)
+            hr = read_rgb(hr_path)
         except (OSError, ValueError) as err:
             errors.append(f"{hr_path}: unreadable image ({err}); skipped")
             continue
@@ -91,7 +83,7 @@ def load_image_pairs(
         else:
             lr_path = lr_dir / hr_path.name
             try:
-                lr = _read_rgb(lr_path)
+                lr = read_rgb(lr_path)
             except FileNotFoundError:
                 errors.append(f"{lr_path}: LR image missing for {hr_path.name}; skipped")
                 continue

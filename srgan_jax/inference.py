@@ -38,11 +38,11 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from srgan_jax import checkpoints, metrics
 from srgan_jax.errors import UserError
+from srgan_jax.images import IMAGE_SUFFIXES
 from srgan_jax.imresize import imresize, resize_matrix
 from srgan_jax.models import Generator
 
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parents[1] / "pretrained" / "srresnet_x4"
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
 # --format value -> (PIL format, file suffix)
 FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg"),
            "webp": ("WEBP", ".webp"), "bmp": ("BMP", ".bmp"), "tiff": ("TIFF", ".tif"), "tif": ("TIFF", ".tif")}

@@ -43,9 +43,9 @@ import tensorflow_datasets as tfds
 from PIL import Image
 
 from srgan_jax.errors import UserError
+from srgan_jax.images import find_images, read_rgb
 from srgan_jax.imresize import imresize, resize_matrix
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
@@ -58,28 +58,14 @@ def _hide_gpus_from_tf() -> None:
         logging.warning("could not hide GPUs from TensorFlow: %s", err)
 
 
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Fully decodes an image file to uint8 RGB [H, W, 3].
-
-    Grayscale, palette and RGBA (alpha dropped) become RGB; 16-bit samples are scaled by 255/65535.
-    Raises OSError or ValueError for corrupt or truncated files.
-    """
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I", "I;16", "I;16B", "I;16L"):
-            pixels = np.asarray(image, dtype=np.float64) / 257.0
-            image = Image.fromarray(np.clip(np.round(pixels), 0, 255).astype(np.uint8))
-        return np.asarray(image.convert("RGB"))
-
-
 def list_images(image_dir: str | Path) -> list[Path]:
     """PNG/JPEG/BMP files under `image_dir` (recursive), sorted; UserError if none or no folder."""
     folder = Path(image_dir).expanduser()
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist: set config.data.image_dir to a folder of images")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    files = find_images(folder)
     if not files:
-        raise UserError(f"no PNG/JPEG/BMP images in {folder}: add training images or fix config.data.image_dir")
+        raise UserError(f"no PNG/JPEG/BMP/WebP/TIFF images in {folder}: add training images or fix config.data.image_dir")
     return files
 
 

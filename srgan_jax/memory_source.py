@@ -13,29 +13,16 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
-from PIL import Image
-
 from srgan_jax.errors import UserError
+from srgan_jax.images import find_images, read_rgb
 from srgan_jax.imresize import resize_matrix
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def read_rgb(path: str | Path) -> np.ndarray:
-    """Decode an image file to uint8 RGB [H, W, 3] (grayscale, palette, RGBA, 16-bit handled)."""
-    with Image.open(path) as image:
-        image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257.0).round().astype(np.uint8))
-        return np.asarray(image.convert("RGB"))
-
 
 def list_images(folder: str | Path) -> list[Path]:
     """Image files under `folder` (recursive), sorted for determinism."""
     folder = Path(folder)
     if not folder.is_dir():
         raise UserError(f"image folder {folder} does not exist: check config.data.image_dir / eval.image_dir")
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    return find_images(folder)
 
 
 def load_folder(folder: str | Path) -> dict[str, np.ndarray]:

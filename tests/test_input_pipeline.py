@@ -7,7 +7,6 @@ import logging
 import os
 from pathlib import Path
 
-import jax
 import ml_collections
 import numpy as np
 import pytest
