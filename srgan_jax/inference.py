@@ -38,6 +38,7 @@ from PIL import Image, ImageDraw, ImageFont, ImageOps
 
 from srgan_jax import checkpoints, metrics
 from srgan_jax.errors import UserError
+from srgan_jax.metrics import sr_to_uint8
 from srgan_jax.images import IMAGE_SUFFIXES
 from srgan_jax.imresize import imresize, resize_matrix
 from srgan_jax.models import Generator
@@ -110,11 +111,6 @@ def blend_weights(starts: Sequence[int], tile: int, scale: int) -> list[np.ndarr
         total[start * scale:start * scale + size] += weight
     return [(weight / total[start * scale:start * scale + size]).astype(np.float32)
             for start, weight in zip(starts, weights)]
-
-
-def sr_to_uint8(sr: np.ndarray) -> np.ndarray:
-    """Generator output in [-1, 1] -> uint8: round((sr + 1) * 127.5), clipped to [0, 255]."""
-    return np.clip(np.round((sr + 1.0) * 127.5), 0, 255).astype(np.uint8)
 
 
 def resize_alpha(alpha: np.ndarray, scale: int) -> np.ndarray:

@@ -30,6 +30,11 @@ def to_uint8(image: np.ndarray) -> np.ndarray:
     return np.round(np.clip(image.astype(np.float64), 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
+def sr_to_uint8(sr: np.ndarray) -> np.ndarray:
+    """Generator output in [-1, 1] -> uint8: round((sr + 1) * 127.5), clipped to [0, 255]."""
+    return np.clip(np.round((np.asarray(sr) + 1.0) * 127.5), 0, 255).astype(np.uint8)
+
+
 def rgb_to_y(image: np.ndarray) -> np.ndarray:
     """Y channel of YCbCr as MATLAB `rgb2ycbcr` computes it for uint8 images.
 

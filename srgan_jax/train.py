@@ -322,11 +322,6 @@ def load_eval_images(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]
             for name, im in images.items()}
 
 
-def _to_uint8(sr: jax.Array) -> np.ndarray:
-    """[-1, 1] generator output -> uint8, clipped and rounded (SPEC evaluation protocol)."""
-    return np.asarray(jnp.clip(jnp.round((sr + 1.0) * 127.5), 0, 255)).astype(np.uint8)
-
-
 def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str, np.ndarray], scale: int
                     ) -> dict[str, dict[str, float]]:
     """Y-channel PSNR (border crop = scale) of G and of MATLAB bicubic on each HR image."""
@@ -335,7 +330,7 @@ def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str,
     results = {}
     for name, hr in images.items():
         lr = imresize(hr, 1.0 / scale)
-        sr = _to_uint8(upscale(jnp.asarray(lr[None], jnp.float32) / 255.0))[0]
+        sr = metrics.sr_to_uint8(upscale(jnp.asarray(lr[None], jnp.float32) / 255.0))[0]
         bicubic = imresize(lr, float(scale))
         results[name] = {"psnr": metrics.psnr(sr, hr, crop_border=scale),
                          "bicubic_psnr": metrics.psnr(bicubic, hr, crop_border=scale), "sr": sr}
