@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from srgan_jax import xla_cpu
+
 Dtype = Any
 
 # PyTorch BatchNorm2d defaults (momentum 0.1 there = 0.9 here, eps 1e-5).
@@ -106,7 +108,8 @@ class Generator(nn.Module):
             x = nn.Conv(self.features * 4, (3, 3), dtype=self.dtype, name=f"upsample_{i}_conv")(x)
             x = pixel_shuffle(x, 2)
             x = PReLU(name=f"upsample_{i}_prelu")(x)
-        x = nn.Conv(3, (9, 9), dtype=self.dtype, name="tail_conv")(x)
+        tail_conv = xla_cpu.row_split_conv if xla_cpu.on_cpu() else None  # None: lax.conv_general_dilated
+        x = nn.Conv(3, (9, 9), dtype=self.dtype, name="tail_conv", conv_general_dilated=tail_conv)(x)
         return jnp.tanh(x.astype(jnp.float32))
 
 
@@ -128,9 +131,11 @@ class Discriminator(nn.Module):
     def __call__(self, x: jax.Array, train: bool = True) -> jax.Array:
         x = x.astype(self.dtype)
         x = nn.leaky_relu(nn.Conv(64, (3, 3), dtype=self.dtype)(x), 0.2)
+        strided_conv = xla_cpu.stride2_conv if xla_cpu.on_cpu() else None  # None: lax.conv_general_dilated
         for features, stride in _DISCRIMINATOR_STAGES:
             # Symmetric padding 1 (PyTorch's), not 'SAME', which pads strided convs (0, 1).
-            x = nn.Conv(features, (3, 3), strides=(stride, stride), padding=1, dtype=self.dtype)(x)
+            x = nn.Conv(features, (3, 3), strides=(stride, stride), padding=1, dtype=self.dtype,
+                        conv_general_dilated=strided_conv if stride == 2 else None)(x)
             x = _batch_norm(train, self.dtype, self.bn_axis_name)(x)
             x = nn.leaky_relu(x, 0.2)
         x = x.reshape(x.shape[0], -1)

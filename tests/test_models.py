@@ -160,6 +160,17 @@ def test_generator_forward_matches_torch(train):
         np.testing.assert_allclose(np.asarray(out[1]["batch_stats"]["body_bn"]["mean"]), torch_mean, atol=1e-5)
 
 
+def discriminator_variables_from_torch(td):
+    params = {"Conv_0": conv_vars(td.first)}
+    for i, (conv, bn) in enumerate(zip(td.convs, td.bns)):
+        params[f"Conv_{i + 1}"] = conv_vars(conv)
+        params[f"BatchNorm_{i}"] = bn_vars(bn)[0]
+    params["Dense_0"] = {"kernel": t2n(td.fc1.weight).T, "bias": t2n(td.fc1.bias)}
+    params["Dense_1"] = {"kernel": t2n(td.fc2.weight).T, "bias": t2n(td.fc2.bias)}
+    stats = {f"BatchNorm_{i}": bn_vars(bn)[1] for i, bn in enumerate(td.bns)}
+    return {"params": params, "batch_stats": stats}
+
+
 def test_discriminator_forward_matches_torch_including_strided_padding():
     torch.manual_seed(0)
     td = TorchDiscriminator(32)
@@ -168,18 +179,65 @@ def test_discriminator_forward_matches_torch_including_strided_padding():
     x = np.random.default_rng(2).uniform(-1, 1, size=(4, 32, 32, 3)).astype(np.float32)
     with torch.no_grad():
         ref = td(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
-    params = {"Conv_0": conv_vars(td.first)}
-    for i, (conv, bn) in enumerate(zip(td.convs, td.bns)):
-        params[f"Conv_{i + 1}"] = conv_vars(conv)
-        params[f"BatchNorm_{i}"] = bn_vars(bn)[0]
-    params["Dense_0"] = {"kernel": t2n(td.fc1.weight).T, "bias": t2n(td.fc1.bias)}
-    params["Dense_1"] = {"kernel": t2n(td.fc2.weight).T, "bias": t2n(td.fc2.bias)}
-    stats = {f"BatchNorm_{i}": bn_vars(bn)[1] for i, bn in enumerate(td.bns)}
     with jax.default_matmul_precision("highest"):
-        logits, _ = Discriminator().apply({"params": params, "batch_stats": stats}, x, train=True,
+        logits, _ = Discriminator().apply(discriminator_variables_from_torch(td), x, train=True,
                                           mutable=["batch_stats"])
     assert logits.shape == (4,)
     np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=1e-4)
+
+
+def assert_close_to_torch_grad(ours, torch_grad, transpose=None):
+    want = t2n(torch_grad) if transpose is None else t2n(torch_grad).transpose(transpose)
+    np.testing.assert_allclose(np.asarray(ours), want, atol=1e-4 * np.abs(want).max())
+
+
+def test_discriminator_gradients_match_torch():
+    """Input and parameter gradients, through the CPU stride-2 convolutions' own VJP."""
+    torch.manual_seed(0)
+    td = TorchDiscriminator(32)
+    randomize(td)
+    x = np.random.default_rng(3).uniform(-1, 1, size=(4, 32, 32, 3)).astype(np.float32)
+    weights = np.array([1.0, -2.0, 0.5, 3.0], np.float32)
+    tx = torch.from_numpy(x.transpose(0, 3, 1, 2)).requires_grad_(True)
+    (td(tx) * torch.from_numpy(weights)).sum().backward()
+    variables = discriminator_variables_from_torch(td)
+
+    def loss(params, x):
+        logits, _ = Discriminator().apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+                                          train=True, mutable=["batch_stats"])
+        return jnp.sum(logits * weights)
+
+    with jax.default_matmul_precision("highest"):
+        params_grad, x_grad = jax.grad(loss, argnums=(0, 1))(variables["params"], x)
+    assert_close_to_torch_grad(x_grad, tx.grad, (0, 2, 3, 1))
+    for i, conv in enumerate([td.first, *td.convs]):  # Conv_1, 3, 5, 7 are the stride-2 ones
+        assert_close_to_torch_grad(params_grad[f"Conv_{i}"]["kernel"], conv.weight.grad, (2, 3, 1, 0))
+    # The other convolutions feed training-mode BatchNorm, so their bias gradients are 0 up to rounding.
+    assert_close_to_torch_grad(params_grad["Conv_0"]["bias"], td.first.bias.grad)
+
+
+def test_generator_gradients_match_torch():
+    """Input and parameter gradients, through the CPU row-split output convolution."""
+    torch.manual_seed(0)
+    tg = TorchGenerator(blocks=1, c=16)
+    randomize(tg)
+    lr = np.random.default_rng(4).uniform(size=(2, 6, 5, 3)).astype(np.float32)
+    cotangent = np.random.default_rng(5).normal(size=(2, 24, 20, 3)).astype(np.float32)
+    tlr = torch.from_numpy(lr.transpose(0, 3, 1, 2)).requires_grad_(True)
+    (tg(tlr) * torch.from_numpy(cotangent.transpose(0, 3, 1, 2))).sum().backward()
+    variables = generator_variables_from_torch(tg)
+
+    def loss(params, lr):
+        sr, _ = Generator(num_blocks=1, features=16).apply(
+            {"params": params, "batch_stats": variables["batch_stats"]}, lr, train=True, mutable=["batch_stats"])
+        return jnp.sum(sr * cotangent)
+
+    with jax.default_matmul_precision("highest"):
+        params_grad, lr_grad = jax.grad(loss, argnums=(0, 1))(variables["params"], lr)
+    assert_close_to_torch_grad(lr_grad, tlr.grad, (0, 2, 3, 1))
+    for name, conv in [("tail_conv", tg.tail), ("head_conv", tg.head), ("upsample_1_conv", tg.ups[1])]:
+        assert_close_to_torch_grad(params_grad[name]["kernel"], conv.weight.grad, (2, 3, 1, 0))
+        assert_close_to_torch_grad(params_grad[name]["bias"], conv.bias.grad)
 
 
 def test_generator_is_fully_convolutional_and_bfloat16_keeps_float32_params():
