@@ -32,7 +32,7 @@ import jax
 import ml_collections
 import numpy as np
 
-from srgan_jax import losses, parallel, train
+from srgan_jax import losses, parallel, train, xla_cpu
 from srgan_jax.errors import UserError
 
 TRAIN_BENCHMARKS = ("g_step", "gan_step", "vgg_gan_step")
@@ -143,20 +143,22 @@ def _cpu_threads() -> int:
 
 
 def environment() -> dict:
-    """Device, software versions and machine load, recorded with every result."""
+    """Device, software versions, XLA settings and machine load, recorded with every result."""
     import flax
     import jaxlib
 
     return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(), "cpu_threads": _cpu_threads(),
             "load_avg_1m": os.getloadavg()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
+            "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
+            "compiler_options": xla_cpu.compiler_options()}
 
 
 def _compile(function: Callable, *args: Any) -> tuple[jax.stages.Lowered, jax.stages.Compiled, float]:
+    """Lower and compile as training does: with `xla_cpu.compiler_options()` (None off CPU)."""
     start = time.perf_counter()
     lowered = function.lower(*args)
-    compiled = lowered.compile()
+    compiled = lowered.compile(xla_cpu.compiler_options())
     return lowered, compiled, time.perf_counter() - start
 
 
@@ -270,7 +272,7 @@ def run_infer(settings: Settings) -> dict:
         lr = _on_pmap_devices(parallel.split_for_pmap({"lr": lr}, jax.local_device_count()))["lr"]
     else:
         mesh = parallel.create_mesh()
-        function = jax.jit(upscale)
+        function = jax.jit(upscale, compiler_options=xla_cpu.compiler_options())
         variables = parallel.put_replicated(variables, mesh)
         lr = parallel.put_batch({"lr": lr}, mesh)["lr"]
     lowered, compiled, compile_s = _compile(function, variables, lr)

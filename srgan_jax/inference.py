@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont, ImageOps
 
-from srgan_jax import checkpoints, metrics
+from srgan_jax import checkpoints, metrics, xla_cpu
 from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
 from srgan_jax.images import IMAGE_SUFFIXES
@@ -282,7 +282,8 @@ def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: 
     model = dict(checkpoints.read_meta(path)["model"])
     abstract = jax.eval_shape(lambda: Generator(**model).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
     variables = checkpoints.load_generator_variables(path, abstract)
-    apply = jax.jit(functools.partial(masked_apply, Generator(**model, dtype=DTYPES[dtype])))
+    apply = jax.jit(functools.partial(masked_apply, Generator(**model, dtype=DTYPES[dtype])),
+                    compiler_options=xla_cpu.compiler_options())
     return Upscaler(apply, variables, model["scale"], tile=tile, overlap=overlap, batch=batch, model=model,
                     checkpoint=str(path))
 

@@ -16,10 +16,12 @@ import itertools
 from typing import Any, Callable, Iterator
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from srgan_jax import xla_cpu
 from srgan_jax.errors import UserError
 
 DATA_AXIS = "data"
@@ -56,18 +58,49 @@ def check_batch_size(global_batch: int, num_devices: int, num_processes: int = 1
 
 
 def jit_step(step: Step, mesh: Mesh) -> Callable:
-    """`step` jitted over `mesh`: state replicated and donated, batch sharded on "data"."""
+    """`step` jitted over `mesh`: state replicated and donated, batch sharded on "data".
+
+    On CPU it compiles with `xla_cpu.compiler_options()`.
+    """
     return jax.jit(
         step,
         in_shardings=(replicated_sharding(mesh), batch_sharding(mesh)),
         out_shardings=(replicated_sharding(mesh), replicated_sharding(mesh)),
         donate_argnums=(0,),
+        compiler_options=xla_cpu.compiler_options(),
     )
 
 
 def pmap_step(step: Step) -> Callable:
-    """`step` under `jax.pmap` over local devices; takes replicated state, split batch."""
-    return jax.pmap(functools.partial(step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=(0,))
+    """`step` under `jax.pmap` over local devices; takes replicated state, split batch.
+
+    On CPU it compiles with `xla_cpu.compiler_options()`, as `jit_step` does.
+    """
+    mapped = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=(0,))
+    options = xla_cpu.compiler_options()
+    return mapped if options is None else PmapWithOptions(mapped, options)
+
+
+class PmapWithOptions:
+    """A `jax.pmap` function compiled with XLA compiler options, which `jax.pmap` does not take.
+
+    Like `jax.jit`, it compiles once per input signature (tree, shapes, dtypes) and keeps
+    the executable; `lower` gives the pmap's lowering, to compile with `options`.
+    """
+
+    def __init__(self, mapped: Callable, options: dict[str, Any]):
+        self.mapped, self.options = mapped, options
+        self._executables: dict[Any, Callable] = {}
+
+    def lower(self, *args: Any) -> jax.stages.Lowered:
+        return self.mapped.lower(*args)
+
+    def __call__(self, *args: Any) -> Any:
+        leaves, tree = jax.tree.flatten(args)
+        signature = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+        if signature not in self._executables:
+            self._executables[signature] = self.mapped.lower(*args).compile(self.options)
+        return self._executables[signature](*args)
 
 
 def split_for_pmap(batch: dict, num_devices: int) -> dict:

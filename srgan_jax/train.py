@@ -24,7 +24,7 @@ import numpy as np
 import optax
 from flax.training import train_state
 
-from srgan_jax import checkpoints, losses, metrics, parallel
+from srgan_jax import checkpoints, losses, metrics, parallel, xla_cpu
 from srgan_jax.errors import UserError
 from srgan_jax.models import Discriminator, Generator
 
@@ -386,7 +386,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         state = parallel.put_replicated(state, mesh)
         place_batches = functools.partial(parallel.prefetch_to_mesh, mesh=mesh)
         host_state = lambda s: s  # noqa: E731
-    upscale = jax.jit(functools.partial(eval_step, generator=eval_generator))
+    upscale = jax.jit(functools.partial(eval_step, generator=eval_generator),
+                      compiler_options=xla_cpu.compiler_options())
 
     from srgan_jax.summary import SummaryWriter
 

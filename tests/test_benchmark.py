@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import srgan_jax
-from srgan_jax import benchmark, cli
+from srgan_jax import benchmark, cli, xla_cpu
 from srgan_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -54,6 +54,7 @@ def test_result_schema(name, parallel):
     assert result["images_per_s"] == pytest.approx(2 * result["steps_per_s"])
     assert result["flops_per_step"] == result["flops_per_step_per_device"] * result["device_count"] > 0
     assert result["peak_memory_bytes"] is None or isinstance(result["peak_memory_bytes"], int)
+    assert result["compiler_options"] == xla_cpu.compiler_options()  # what the steps compiled with
     if name == "infer":
         assert (result["lr_size"], result["hr_size"]) == (8, 32)
         assert result["output_megapixels_per_s"] == pytest.approx(result["images_per_s"] * 32 * 32 / 1e6)

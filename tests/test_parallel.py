@@ -6,10 +6,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import parallel
+from srgan_jax import parallel, xla_cpu
 from srgan_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,8 +74,6 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
 
 
 def test_prefetch_to_mesh_places_every_batch_in_order():
-    import jax
-
     mesh = parallel.create_mesh(jax.devices()[:1])
     batches = [{"hr": np.full((2, 4, 4, 3), i, np.float32)} for i in range(5)]
     placed = list(parallel.prefetch_to_mesh(iter(batches), mesh, size=2))
@@ -81,3 +81,16 @@ def test_prefetch_to_mesh_places_every_batch_in_order():
     for i, batch in enumerate(placed):
         assert batch["hr"].sharding == parallel.batch_sharding(mesh)
         np.testing.assert_array_equal(np.asarray(batch["hr"]), batches[i]["hr"])
+
+
+def test_pmap_step_compiles_once_per_signature_with_the_options():
+    def step(state, batch, axis_name):
+        return state + jax.lax.pmean(batch.sum(), axis_name), {"n": batch.shape[0]}
+
+    pmapped = parallel.pmap_step(step)
+    assert isinstance(pmapped, parallel.PmapWithOptions) and pmapped.options == xla_cpu.compiler_options()
+    devices = jax.local_device_count()
+    for size in (2, 2, 3):
+        state, _ = pmapped(jnp.zeros((devices,)), np.ones((devices, size), np.float32))
+        np.testing.assert_allclose(state, size)
+    assert len(pmapped._executables) == 2
