@@ -4,7 +4,9 @@ Both are Flax Linen modules: `init` and `apply` are the only ways in. Parameters
 float32; `dtype` sets the compute dtype (float32 or bfloat16). BatchNorm uses batch
 statistics when `train=True` and running averages otherwise; `bn_axis_name` names the
 `pmap` axis to average statistics over (None under `jax.jit`, where the global batch is
-one array and its statistics are already global).
+one array and its statistics are already global). When JAX runs on the CPU (checked when a
+model is traced), G's output convolution and D's strided ones use the faster equivalent
+forms of `srgan_jax.xla_cpu`; parameters are the same either way.
 """
 
 from __future__ import annotations

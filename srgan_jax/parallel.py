@@ -74,11 +74,13 @@ def jit_step(step: Step, mesh: Mesh) -> Callable:
 def pmap_step(step: Step) -> Callable:
     """`step` under `jax.pmap` over local devices; takes replicated state, split batch.
 
-    On CPU it compiles with `xla_cpu.compiler_options()`, as `jit_step` does.
+    On one CPU host it compiles with `xla_cpu.compiler_options()`, as `jit_step` does. With
+    several processes `jax.pmap` itself is returned: it converts process-local arrays to
+    global ones around the call, which a directly compiled executable does not.
     """
     mapped = jax.pmap(functools.partial(step, axis_name=PMAP_AXIS), axis_name=PMAP_AXIS, donate_argnums=(0,))
     options = xla_cpu.compiler_options()
-    return mapped if options is None else PmapWithOptions(mapped, options)
+    return mapped if options is None or jax.process_count() > 1 else PmapWithOptions(mapped, options)
 
 
 class PmapWithOptions:
@@ -97,7 +99,7 @@ class PmapWithOptions:
 
     def __call__(self, *args: Any) -> Any:
         leaves, tree = jax.tree.flatten(args)
-        signature = (tree, tuple((np.shape(x), jnp.result_type(x)) for x in leaves))
+        signature = (tree, tuple((np.shape(x), jnp.result_type(x), getattr(x, "weak_type", False)) for x in leaves))
         if signature not in self._executables:
             self._executables[signature] = self.mapped.lower(*args).compile(self.options)
         return self._executables[signature](*args)

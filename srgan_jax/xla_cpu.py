@@ -1,26 +1,28 @@
 """What makes the models fast on XLA:CPU: compile options and two convolution forms.
 
-Measured on 2 CPU cores with jaxlib 0.10 (README "Benchmarks"); on GPU and TPU none of this
-is used. The convolutions are drop-in replacements for `jax.lax.conv_general_dilated` (pass
-one as `nn.Conv(..., conv_general_dilated=...)`): same parameters, same results up to
-summation order, and they fall back to the plain convolution for any case they do not cover.
+Chosen by timing on 2 CPU cores with jaxlib 0.10 (README "Benchmarks" has the numbers and
+`benchmarks/xla_cpu_convs.py` the layer timings); on GPU and TPU none of this is used. The
+convolutions are drop-in replacements for `jax.lax.conv_general_dilated` (pass one as
+`nn.Conv(..., conv_general_dilated=...)`): same parameters, same results up to summation
+order, and they fall back to the plain convolution for any case they do not cover.
 
 - `compiler_options`: XLA:CPU in jaxlib 0.10 hands single convolutions to YNNPACK by
   default; for these models XLA's own (Eigen) convolution kernels are faster, so the
   options keep YNNPACK for dots and reductions only.
 - `row_split_conv`: a k x k convolution with few output channels (the generator's
   9 x 9, 64 -> 3 output layer) as a 1 x k convolution to k times the channels plus k row
-  shifts: on a [16, 96, 96, 64] input, 19 ms instead of 107 forward, 138 instead of 247
-  forward + backward.
+  shifts.
 - `stride2_conv`: a 3 x 3 stride-2 convolution whose input gradient is four stride-1
   convolutions over the output-pixel phases, instead of XLA's convolution over a
-  zero-dilated gradient (three quarters of whose multiplications are by zero): 68 ms
-  instead of 148 for the discriminator's first one ([32, 96, 96, 64] input).
+  zero-dilated gradient (three quarters of whose multiplications are by zero). Being a
+  `jax.custom_vjp`, it supports reverse-mode differentiation only (no `jax.jvp`).
 """
 
 from __future__ import annotations
 
 import functools
+import logging
+import os
 from typing import Any, Sequence
 
 import jax
@@ -28,6 +30,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+_YNN_OPTION = "xla_cpu_experimental_ynn_fusion_type"
 # Fusions left to YNNPACK: single dots and reductions; convolutions go to XLA's Eigen kernels.
 _YNN_FUSIONS = "LIBRARY_FUSION_TYPE_INDIVIDUAL_DOT,LIBRARY_FUSION_TYPE_REDUCE"
 _NHWC = ("NHWC", "HWIO", "NHWC")
@@ -38,20 +41,27 @@ def on_cpu() -> bool:
     return jax.default_backend() == "cpu"
 
 
-@functools.cache
 def compiler_options() -> dict[str, Any] | None:
     """Options for `jax.jit(..., compiler_options=...)`: the YNNPACK fusion choice on CPU.
 
-    None on other backends and on XLA versions that do not have the option (each XLA
-    release may add or drop experimental options; an unknown one fails compilation, so it
-    is tried once on a trivial function first).
+    None on other backends, when `XLA_FLAGS` already sets the option (the user's choice
+    wins), and on XLA versions that do not have it.
     """
-    if not on_cpu():
+    options = _accepted_options()
+    return None if options is None else dict(options)
+
+
+@functools.cache
+def _accepted_options() -> tuple[tuple[str, str], ...] | None:
+    if not on_cpu() or _YNN_OPTION in os.environ.get("XLA_FLAGS", ""):
         return None
-    options = {"xla_cpu_experimental_ynn_fusion_type": _YNN_FUSIONS}
-    try:
-        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(options)
-    except Exception:  # XLA reports an unknown option or value as a generic runtime error
+    options = ((_YNN_OPTION, _YNN_FUSIONS),)
+    try:  # each XLA release may add or drop experimental options; an unknown one fails compilation
+        jax.jit(lambda x: x + 1).lower(np.float32(0)).compile(dict(options))
+    except Exception as err:  # XLA reports an unknown option or value as a generic runtime error
+        logging.getLogger(__name__).warning(
+            "this XLA does not take %s (%s): CPU steps compile with XLA's defaults, which are slower here",
+            _YNN_OPTION, str(err).splitlines()[0])
         return None
     return options
 
@@ -66,14 +76,9 @@ def _is_plain_nhwc(lhs: jax.Array, rhs: jax.Array, lhs_dilation: Sequence[int] |
             and all(d == 1 for d in lhs_dilation or (1,)) and all(d == 1 for d in rhs_dilation or (1,)))
 
 
-def _symmetric_padding(padding: Any, amount: int) -> bool:
-    """Whether `padding` pads both spatial axes by `amount` on each side.
-
-    'SAME' counts: with stride 1 and an odd kernel 2 * amount + 1 it is exactly that.
-    """
-    if isinstance(padding, str):
-        return padding == "SAME"
-    return [tuple(p) for p in padding] == [(amount, amount)] * 2
+def _pads_both_axes_by(padding: Any, amount: int) -> bool:
+    """Whether explicit `padding` pads both spatial axes by `amount` on each side (strings: False)."""
+    return not isinstance(padding, str) and [tuple(p) for p in padding] == [(amount, amount)] * 2
 
 
 def row_split_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], padding: Any,
@@ -84,10 +89,14 @@ def row_split_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int]
     With kernel K [k, k, C, O]: a 1 x k convolution with K rearranged to [1, k, C, k * O]
     gives, in channel group i, row i of the kernel applied to every input row; output row
     h is the sum over i of group i of row h + i - k // 2 (rows outside are zero padding).
+    The partial sums are kept in float32 whatever the input dtype, so a bfloat16
+    convolution rounds once, as the direct one does.
     """
     k = rhs.shape[0]
     half = k // 2
-    covered = (rhs.shape[1] == k and k % 2 == 1 and tuple(window_strides) == (1, 1) and _symmetric_padding(padding, half)
+    # 'SAME' with stride 1 and an odd kernel pads half on each side.
+    covered = (rhs.shape[1] == k and k % 2 == 1 and tuple(window_strides) == (1, 1)
+               and (padding == "SAME" or _pads_both_axes_by(padding, half))
                and _is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count))
     if not covered:
         return lax.conv_general_dilated(lhs, rhs, window_strides, padding, lhs_dilation, rhs_dilation,
@@ -95,11 +104,11 @@ def row_split_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int]
     in_features, out_features = rhs.shape[2], rhs.shape[3]
     row_kernel = rhs.transpose(1, 2, 0, 3).reshape(1, k, in_features, k * out_features)
     rows = lax.conv_general_dilated(lhs, row_kernel, (1, 1), ((0, 0), (half, half)), dimension_numbers=_NHWC,
-                                    precision=precision)
+                                    precision=precision, preferred_element_type=jnp.float32)
     batch, height, width, _ = rows.shape
     rows = rows.reshape(batch, height, width, k, out_features)
     rows = jnp.pad(rows, ((0, 0), (half, half), (0, 0), (0, 0), (0, 0)))
-    return sum(rows[:, i:i + height, :, i] for i in range(k))
+    return sum(rows[:, i:i + height, :, i] for i in range(k)).astype(lhs.dtype)
 
 
 # Kernel taps (along one axis) that meet input phase 0 (x[2o]: tap 1) and phase 1
@@ -143,9 +152,9 @@ def _stride2_forward(x, kernel, precision):
 
 def _stride2_backward(precision, residuals, grad):
     x, kernel = residuals
-    _, input_vjp = jax.vjp(lambda x: _phase_conv(x, kernel, precision), x)
-    _, kernel_vjp = jax.vjp(lambda kernel: _direct_stride2(x, kernel, precision), kernel)
-    return input_vjp(grad)[0], kernel_vjp(grad)[0]
+    (x_grad,) = jax.linear_transpose(lambda x: _phase_conv(x, kernel, precision), x)(grad)
+    (kernel_grad,) = jax.linear_transpose(lambda kernel: _direct_stride2(x, kernel, precision), kernel)(grad)
+    return x_grad, kernel_grad
 
 
 _stride2_conv3x3.defvjp(_stride2_forward, _stride2_backward)
@@ -159,8 +168,7 @@ def stride2_conv(lhs: jax.Array, rhs: jax.Array, window_strides: Sequence[int], 
     The forward pass is the direct convolution, and so is the kernel gradient; the input
     gradient is computed from `_phase_conv`, with no multiplications by inserted zeros.
     """
-    covered = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (2, 2)
-               and not isinstance(padding, str) and _symmetric_padding(padding, 1)
+    covered = (rhs.shape[:2] == (3, 3) and tuple(window_strides) == (2, 2) and _pads_both_axes_by(padding, 1)
                and lhs.shape[1] % 2 == 0 and lhs.shape[2] % 2 == 0
                and _is_plain_nhwc(lhs, rhs, lhs_dilation, rhs_dilation, dimension_numbers, feature_group_count))
     if not covered:

@@ -54,7 +54,7 @@ def test_result_schema(name, parallel):
     assert result["images_per_s"] == pytest.approx(2 * result["steps_per_s"])
     assert result["flops_per_step"] == result["flops_per_step_per_device"] * result["device_count"] > 0
     assert result["peak_memory_bytes"] is None or isinstance(result["peak_memory_bytes"], int)
-    assert result["compiler_options"] == xla_cpu.compiler_options()  # what the steps compiled with
+    assert result["compiler_options"] == xla_cpu.compiler_options()  # recorded in the JSON
     if name == "infer":
         assert (result["lr_size"], result["hr_size"]) == (8, 32)
         assert result["output_megapixels_per_s"] == pytest.approx(result["images_per_s"] * 32 * 32 / 1e6)

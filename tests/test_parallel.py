@@ -83,6 +83,7 @@ def test_prefetch_to_mesh_places_every_batch_in_order():
         np.testing.assert_array_equal(np.asarray(batch["hr"]), batches[i]["hr"])
 
 
+@pytest.mark.skipif(not xla_cpu.on_cpu(), reason="compiler options are only set for XLA:CPU")
 def test_pmap_step_compiles_once_per_signature_with_the_options():
     def step(state, batch, axis_name):
         return state + jax.lax.pmean(batch.sum(), axis_name), {"n": batch.shape[0]}

@@ -88,8 +88,8 @@ def test_nn_conv_with_either_form_keeps_nn_conv_parameters_and_output():
             np.testing.assert_allclose(fast.apply(variables, x), plain.apply(variables, x), atol=1e-5)
 
 
+@pytest.mark.skipif(not xla_cpu.on_cpu(), reason="the CPU forms are only used when JAX runs on the CPU")
 def test_models_use_the_cpu_forms_on_cpu():
-    assert xla_cpu.on_cpu()  # the test machine
     g_jaxpr = str(jax.make_jaxpr(lambda x: Generator(num_blocks=1, features=8).init_with_output(
         jax.random.key(0), x))(jnp.zeros((1, 6, 6, 3))))
     assert "27]" in g_jaxpr  # the tail's 1 x 9 convolution to 9 * 3 channels
@@ -100,20 +100,45 @@ def test_models_use_the_cpu_forms_on_cpu():
     assert d_jaxpr.count("custom_vjp_call") == 4  # the four stride-2 convolutions
 
 
-def test_compiler_options_are_accepted_here_and_keep_results():
+@pytest.mark.skipif(not xla_cpu.on_cpu(), reason="compiler options are only set for XLA:CPU")
+def test_compiler_options_take_convolutions_off_ynnpack_and_keep_results():
     options = xla_cpu.compiler_options()
     assert options is not None and "xla_cpu_experimental_ynn_fusion_type" in options
-    x = jax.random.normal(jax.random.key(0), (2, 10, 10, 8))
-    kernel = jax.random.normal(jax.random.key(1), (3, 3, 8, 8))
-    f = lambda x, k: jnp.tanh(reference(x, k, (1, 1), "SAME")).sum(axis=(1, 2)) @ jnp.ones((8, 4))  # noqa: E731
-    np.testing.assert_allclose(jax.jit(f, compiler_options=options)(x, kernel), jax.jit(f)(x, kernel), rtol=1e-5)
+    x = jax.random.normal(jax.random.key(0), (16, 48, 48, 64))
+    kernel = jax.random.normal(jax.random.key(1), (3, 3, 64, 64)) / 24.0
+    f = lambda x, k: jnp.tanh(reference(x, k, (1, 1), "SAME"))  # noqa: E731
+    default, ours = jax.jit(f).lower(x, kernel).compile(), jax.jit(f, compiler_options=options).lower(x, kernel).compile()
+    assert "__ynn_fusion" in default.as_text() and "__ynn_fusion" not in ours.as_text()
+    np.testing.assert_allclose(ours(x, kernel), default(x, kernel), atol=1e-5)
 
 
-def test_compiler_options_are_none_when_xla_rejects_them(monkeypatch):
+def test_compiler_options_are_none_when_xla_rejects_them(monkeypatch, caplog):
     monkeypatch.setattr(xla_cpu, "_YNN_FUSIONS", "LIBRARY_FUSION_TYPE_NOT_A_TYPE")
-    xla_cpu.compiler_options.cache_clear()
+    xla_cpu._accepted_options.cache_clear()
+    try:
+        assert xla_cpu.compiler_options() is None
+        assert "does not take xla_cpu_experimental_ynn_fusion_type" in caplog.text
+    finally:
+        xla_cpu._accepted_options.cache_clear()
+
+
+def test_compiler_options_leave_a_user_set_xla_flag_alone(monkeypatch):
+    monkeypatch.setenv("XLA_FLAGS", "--xla_cpu_experimental_ynn_fusion_type=-individual_dot")
+    xla_cpu._accepted_options.cache_clear()
     try:
         assert xla_cpu.compiler_options() is None
     finally:
-        xla_cpu.compiler_options.cache_clear()
+        xla_cpu._accepted_options.cache_clear()
 
+
+def test_row_split_conv_in_bfloat16_is_as_accurate_as_the_direct_convolution():
+    x = jax.random.normal(jax.random.key(0), (4, 32, 32, 64))
+    kernel = jax.random.normal(jax.random.key(1), (9, 9, 64, 3)) / 72.0
+    dims = lax.conv_dimension_numbers(x.shape, kernel.shape, NHWC)
+    exact = reference(x, kernel, (1, 1), "SAME")
+    x16, kernel16 = x.astype(jnp.bfloat16), kernel.astype(jnp.bfloat16)
+    ours = xla_cpu.row_split_conv(x16, kernel16, (1, 1), "SAME", dimension_numbers=dims)
+    direct = lax.conv_general_dilated(x16, kernel16, (1, 1), "SAME", dimension_numbers=dims)
+    assert ours.dtype == jnp.bfloat16
+    rms = lambda y: float(jnp.sqrt(jnp.mean((y.astype(jnp.float32) - exact) ** 2)))  # noqa: E731
+    assert rms(ours) <= 1.1 * rms(direct)
