@@ -272,7 +272,7 @@ def run_infer(settings: Settings) -> dict:
         lr = _on_pmap_devices(parallel.split_for_pmap({"lr": lr}, jax.local_device_count()))["lr"]
     else:
         mesh = parallel.create_mesh()
-        function = jax.jit(upscale, compiler_options=xla_cpu.compiler_options())
+        function = jax.jit(upscale)  # `_compile` adds the compiler options
         variables = parallel.put_replicated(variables, mesh)
         lr = parallel.put_batch({"lr": lr}, mesh)["lr"]
     lowered, compiled, compile_s = _compile(function, variables, lr)

@@ -16,7 +16,6 @@ import itertools
 from typing import Any, Callable, Iterator
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from flax import jax_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
@@ -99,7 +98,7 @@ class PmapWithOptions:
 
     def __call__(self, *args: Any) -> Any:
         leaves, tree = jax.tree.flatten(args)
-        signature = (tree, tuple((np.shape(x), jnp.result_type(x), getattr(x, "weak_type", False)) for x in leaves))
+        signature = (tree, tuple((x.shape, x.dtype, getattr(x, "weak_type", False)) for x in leaves))
         if signature not in self._executables:
             self._executables[signature] = self.mapped.lower(*args).compile(self.options)
         return self._executables[signature](*args)
