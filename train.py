@@ -20,7 +20,7 @@ flags.mark_flags_as_required(["config", "workdir"])
 def main(argv):
     del argv
     from srgan_jax.errors import UserError
-    from srgan_jax.train import train_and_evaluate
+    from srgan_jax.training.loop import train_and_evaluate
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO

@@ -9,13 +9,13 @@
 #                                          preallocated there so the PyTorch subprocess has room
 #   torch_<mode>_<eager|amp_cl_compile>_b<batch>.json   the PyTorch reference alone, eager float32
 #                                          and with --amp --channels-last --compile
-# `--what all` skips `input` with a note where TensorFlow or the image folder (../shared/data/T91) is
+# `--what all` skips `input` with a note where TensorFlow or the image folder (IMAGE_DIR) is
 # missing; where it runs, the folder's tfds copy is prepared in OUTDIR/tfds.
 #
 # Environment overrides [defaults]; the paper-size model is the default:
 #   DTYPES ["float32 bfloat16"]  PARALLELS ["mesh pmap"]  BATCHES ["16 64"]  BLOCKS [16]  FEATURES [64]
 #   HR_SIZE [96]  INFER_LR_SIZE [24] (PyTorch's infer LR is HR_SIZE/4)  STEPS [20]  WARMUP [3]
-#   TORCH_SCRIPT [../shared/bench/ref_torch_srgan.py]  TORCH_DEVICE [cuda]  TORCH_MODES ["g gan vgg_gan infer"]
+#   IMAGE_DIR [../shared/data/T91]  TORCH_SCRIPT [benchmarks/torch_reference.py]  TORCH_DEVICE [cuda]  TORCH_MODES ["g gan vgg_gan infer"]
 #   SRGAN_JAX [srgan-jax] (e.g. "python -m srgan_jax.cli")  PYTHON [python]
 # A quick try on a CPU:
 #   DTYPES=float32 PARALLELS=mesh BATCHES=2 BLOCKS=1 FEATURES=8 HR_SIZE=32 INFER_LR_SIZE=8 STEPS=2 WARMUP=1 \
@@ -36,7 +36,8 @@ HR_SIZE=${HR_SIZE:-96}
 INFER_LR_SIZE=${INFER_LR_SIZE:-24}
 STEPS=${STEPS:-20}
 WARMUP=${WARMUP:-3}
-TORCH_SCRIPT=${TORCH_SCRIPT:-../shared/bench/ref_torch_srgan.py}
+TORCH_SCRIPT=${TORCH_SCRIPT:-benchmarks/torch_reference.py}
+IMAGE_DIR=${IMAGE_DIR:-../shared/data/T91}
 TORCH_DEVICE=${TORCH_DEVICE:-cuda}
 TORCH_MODES=${TORCH_MODES:-g gan vgg_gan infer}
 SRGAN_JAX=${SRGAN_JAX:-srgan-jax}
@@ -59,7 +60,7 @@ run() {
 }
 
 common=(--blocks "$BLOCKS" --features "$FEATURES" --hr-size "$HR_SIZE" --infer-lr-size "$INFER_LR_SIZE"
-        --steps "$STEPS" --warmup "$WARMUP" --tfds-data-dir "$OUT/tfds")
+        --steps "$STEPS" --warmup "$WARMUP" --image-dir "$IMAGE_DIR" --tfds-data-dir "$OUT/tfds")
 for batch in $BATCHES; do
   for dtype in $DTYPES; do
     for parallel in $PARALLELS; do
@@ -75,7 +76,7 @@ for batch in $BATCHES; do
   for mode in $TORCH_MODES; do
     hr=$HR_SIZE
     [[ $mode == infer ]] && hr=$((4 * INFER_LR_SIZE))
-    torch_common=(--mode "$mode" --batch "$batch" --hr-size "$hr" --blocks "$BLOCKS" --steps "$STEPS"
+    torch_common=(--mode "$mode" --batch "$batch" --hr-size "$hr" --blocks "$BLOCKS" --features "$FEATURES" --steps "$STEPS"
                   --warmup "$WARMUP" --device "$TORCH_DEVICE")
     run "torch_${mode}_eager_b${batch}" "${python[@]}" "$TORCH_SCRIPT" "${torch_common[@]}" \
       --json "$OUT/torch_${mode}_eager_b${batch}.json"

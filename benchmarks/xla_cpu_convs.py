@@ -3,7 +3,7 @@
     python benchmarks/xla_cpu_convs.py [--json out.json]
 
 Milliseconds (median of 5 calls after 2 warm-ups), both sides compiled with
-`xla_cpu.compiler_options()`, paper sizes at batch 16 (D sees real and fake: 32):
+`xla_cpu.jit`, paper sizes at batch 16 (D sees real and fake: 32):
 - G's 9x9, 64 -> 3 output convolution on [16, 96, 96, 64] (direct vs `row_split_conv`);
 - D's first stride-2 convolution, 64 -> 64 on [32, 96, 96, 64] (direct vs `stride2_conv`);
 each forward, input gradient alone, and input and kernel gradients together.
@@ -41,10 +41,9 @@ def time_conv(conv: Callable, x: jax.Array, kernel: jax.Array, strides: tuple, p
     dims = lax.conv_dimension_numbers(x.shape, kernel.shape, NHWC)
     apply = lambda x, kernel: conv(x, kernel, strides, padding, dimension_numbers=dims)  # noqa: E731
     grad = jax.random.normal(jax.random.key(2), jax.eval_shape(apply, x, kernel).shape)
-    options = xla_cpu.compiler_options()
-    forward = jax.jit(apply, compiler_options=options)
-    input_grad = jax.jit(lambda x, k, g: jax.vjp(lambda x: apply(x, k), x)[1](g), compiler_options=options)
-    grads = jax.jit(lambda x, k, g: jax.vjp(apply, x, k)[1](g), compiler_options=options)
+    forward = xla_cpu.jit(apply)
+    input_grad = xla_cpu.jit(lambda x, k, g: jax.vjp(lambda x: apply(x, k), x)[1](g))
+    grads = xla_cpu.jit(lambda x, k, g: jax.vjp(apply, x, k)[1](g))
     return {"forward_ms": median_ms(forward, x, kernel), "input_grad_ms": median_ms(input_grad, x, kernel, grad),
             "grads_ms": median_ms(grads, x, kernel, grad)}
 

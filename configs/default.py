@@ -14,7 +14,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.parallel = "mesh"  # mesh: jax.jit over a 1-D device mesh | pmap: jax.pmap
     config.distributed = False  # call jax.distributed.initialize() (multi-host)
     config.init_from = ""  # SRResNet workdir or checkpoint to initialise G from (SRGAN)
-    config.vgg_weights = "pretrained/vgg19.msgpack"  # made by `srgan-jax convert-vgg19`
+    config.vgg_weights = ""  # VGG losses: a VGG19 file made by `srgan-jax convert-vgg19` (pretrained/README.md)
 
     config.model = ml_collections.ConfigDict()
     config.model.num_blocks = 16  # B residual blocks

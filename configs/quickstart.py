@@ -4,7 +4,7 @@ Trains on scikit-image's bundled sample photos (no downloads, no VGG weights) an
 out `astronaut` for validation; ends by writing an upscaled sample and PSNR vs bicubic.
 """
 
-from configs import default
+from srgan_jax.configs import default
 
 
 def get_config():

@@ -4,7 +4,7 @@
 Set `--config.init_from=<SRResNet workdir>`.
 """
 
-from configs import default
+from srgan_jax.configs import default
 
 
 def get_config():

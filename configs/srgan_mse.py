@@ -3,7 +3,7 @@
 The schedule and everything else as configs/srgan.py. Set `--config.init_from=<SRResNet workdir>`.
 """
 
-from configs import srgan
+from srgan_jax.configs import srgan
 
 
 def get_config():

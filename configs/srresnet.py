@@ -1,6 +1,6 @@
 """SRResNet-MSE: 10^6 Adam steps at 1e-4 on pixel MSE (the paper's defaults)."""
 
-from configs import default
+from srgan_jax.configs import default
 
 
 def get_config():

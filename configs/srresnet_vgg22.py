@@ -3,7 +3,7 @@
 The schedule follows the paper's SRGAN fine-tuning (10^5 steps at 1e-4, 10^5 at 1e-5).
 """
 
-from configs import default
+from srgan_jax.configs import default
 
 
 def get_config():

@@ -6,7 +6,7 @@ __version__ = "0.1.0"
 def __getattr__(name: str):
     # `srgan_jax.load_generator` imports JAX only when it is first used.
     if name == "load_generator":
-        from srgan_jax.inference import load_generator
+        from srgan_jax.upscaling.engine import load_generator
 
         return load_generator
     raise AttributeError(f"module 'srgan_jax' has no attribute {name!r}")

@@ -1,10 +1,11 @@
 """`srgan-jax benchmark`: throughput of the train steps, inference and the input pipeline.
 
-The train steps are `srgan_jax.train`'s own, built from `configs/default.py` and wrapped by
-`srgan_jax.parallel` exactly as `train_and_evaluate` wraps them (mesh: `jit_step` with the
-state replicated and donated, the batch sharded; pmap: `pmap_step` on split batches). Batches
-are synthetic (LR uniform in [0, 1], HR uniform in [-1, 1]) and placed on the devices once,
-so no input pipeline runs inside the timed loop; `input` times the tf.data pipeline alone.
+The train steps are training's own (`srgan_jax.training.steps`), built by `srgan_jax.models`
+from the paper defaults (`configs/default.py`, shipped as `srgan_jax.configs.default`) and
+wrapped by the same `srgan_jax.parallel` strategy as in `train_and_evaluate` (mesh: jit with
+the state replicated and donated, the batch sharded; pmap: per-device slices). Batches are
+synthetic (LR uniform in [0, 1], HR uniform in [-1, 1]) and placed on the devices once, so
+no input pipeline runs inside the timed loop; `input` times the tf.data pipeline alone.
 
 Each benchmark gives one dict (see `run_benchmark`): compile time (lower + compile), the
 median of `steps` timed calls after `warmup` untimed ones (each call waited for with
@@ -32,15 +33,21 @@ import jax
 import ml_collections
 import numpy as np
 
-from srgan_jax import losses, parallel, train, xla_cpu
+from srgan_jax import config as config_lib
+from srgan_jax import models, parallel, xla_cpu
 from srgan_jax.errors import UserError
+from srgan_jax.networks import vgg19
+from srgan_jax.networks.losses import ContentLoss
+from srgan_jax.training.state import create_state, generator_variables
+from srgan_jax.training.steps import eval_step, gan_train_step, generator_train_step
 
 TRAIN_BENCHMARKS = ("g_step", "gan_step", "vgg_gan_step")
 BENCHMARKS = TRAIN_BENCHMARKS + ("infer", "input")
-# Modes of the PyTorch reference script (../shared/bench/ref_torch_srgan.py).
+# Modes of the project's PyTorch reference (benchmarks/torch_reference.py).
 TORCH_MODES = {"g_step": "g", "gan_step": "gan", "vgg_gan_step": "vgg_gan", "infer": "infer"}
 ADVERSARIAL_WEIGHT = 1e-3  # SPEC "Losses": l_SR = content + 1e-3 * adversarial
-DEFAULT_IMAGE_DIR = "../shared/data/T91"
+# Found beside the package in a source checkout; an installed wheel has no benchmarks/.
+TORCH_REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_reference.py"
 RANDOM_VGG = "random (same FLOPs as ImageNet VGG19)"
 
 
@@ -68,20 +75,11 @@ class Settings:
             raise UserError(f"--batch={self.batch} --infer-lr-size={self.infer_lr_size}: both must be >= 1")
 
 
-def default_config() -> ml_collections.ConfigDict:
-    """`configs/default.py`'s `get_config()`: the paper defaults training starts from."""
-    path = Path(__file__).resolve().parents[1] / "configs" / "default.py"
-    if not path.is_file():
-        raise UserError(f"{path} not found: run the benchmark from a source checkout (pip install -e .)")
-    spec = importlib.util.spec_from_file_location("srgan_jax_benchmark_default_config", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module.get_config()
-
-
 def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict:
     """The default config with the benchmark's model, batch, precision, parallelism and losses."""
-    config = default_config()
+    from srgan_jax.configs import default  # the paper defaults, shipped with the package
+
+    config = default.get_config()
     config.model.num_blocks = settings.blocks
     config.model.features = settings.features
     config.data.hr_size = settings.hr_size
@@ -90,12 +88,11 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
     config.parallel = settings.parallel
     config.loss.content = "vgg54" if name == "vgg_gan_step" else "mse"
     config.loss.adversarial_weight = ADVERSARIAL_WEIGHT if name in ("gan_step", "vgg_gan_step") else 0.0
-    if settings.vgg_weights:
-        if name == "vgg_gan_step" and not Path(settings.vgg_weights).is_file():
-            raise UserError(f"--vgg-weights {settings.vgg_weights} not found: convert them with srgan-jax "
-                            "convert-vgg19, or leave the flag out to time random weights (same FLOPs)")
-        config.vgg_weights = settings.vgg_weights
-    train.validate_config(config)
+    if settings.vgg_weights and name == "vgg_gan_step" and not Path(settings.vgg_weights).is_file():
+        raise UserError(f"--vgg-weights {settings.vgg_weights} not found: convert them with srgan-jax "
+                        "convert-vgg19, or leave the flag out to time random weights (same FLOPs)")
+    config.vgg_weights = settings.vgg_weights or RANDOM_VGG
+    config_lib.validate(config)
     return config
 
 
@@ -143,22 +140,21 @@ def _cpu_threads() -> int:
 
 
 def environment() -> dict:
-    """Device, software versions, XLA settings and machine load, recorded with every result."""
+    """Device, software versions, XLA_FLAGS and machine load, recorded with every result."""
     import flax
     import jaxlib
 
     return {"backend": jax.default_backend(), "device_kind": jax.devices()[0].device_kind,
             "device_count": jax.device_count(), "cpu_threads": _cpu_threads(),
             "load_avg_1m": os.getloadavg()[0], "jax": jax.__version__, "jaxlib": jaxlib.__version__,
-            "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", ""),
-            "compiler_options": xla_cpu.compiler_options()}
+            "flax": flax.__version__, "xla_flags": os.environ.get("XLA_FLAGS", "")}
 
 
 def _compile(function: Callable, *args: Any) -> tuple[jax.stages.Lowered, jax.stages.Compiled, float]:
-    """Lower and compile as training does: with `xla_cpu.compiler_options()` (None off CPU)."""
+    """Lower and compile a strategy-wrapped function (with the options it was wrapped with)."""
     start = time.perf_counter()
     lowered = function.lower(*args)
-    compiled = lowered.compile(xla_cpu.compiler_options())
+    compiled = lowered.compile()
     return lowered, compiled, time.perf_counter() - start
 
 
@@ -198,29 +194,23 @@ def _synthetic_batch(batch: int, hr_size: int, scale: int) -> dict:
             "hr": rng.random((batch, hr_size, hr_size, 3), dtype=np.float32) * 2.0 - 1.0}
 
 
-def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None
-                  ) -> tuple[train.ContentLoss, str | None]:
-    """Training's content loss (`train.make_content_loss`); VGG on random weights without a file."""
+def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None) -> tuple[ContentLoss, str | None]:
+    """Training's content loss (`models.create_content_loss`); VGG on random weights without a file."""
     if config.loss.content == "mse":
-        return train.make_content_loss(config), None
+        return models.create_content_loss(config), None
     if vgg_weights:
-        return train.make_content_loss(config), vgg_weights
-    from srgan_jax import vgg
-
-    layer = vgg.vgg_layer_for(config.loss.content)
-    features = vgg.random_feature_extractor((layer,), seed=0, dtype=train.DTYPES[config.dtype])
-    return functools.partial(losses.vgg_content_loss, features, layer=layer), RANDOM_VGG
-
-
-def _on_pmap_devices(tree: Any) -> Any:
-    """Place a split host batch [devices, B / devices, ...] on the local devices, as pmap shards it."""
-    return jax.pmap(lambda x: x)(tree)
+        return models.create_content_loss(config), vgg_weights
+    features = vgg19.random_feature_extractor((config_lib.vgg_layer(config.loss.content),), seed=0,
+                                              dtype=config_lib.compute_dtype(config.dtype))
+    return models.create_content_loss(config, features), RANDOM_VGG
 
 
 def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
+    # jax.pmap takes no compiler options: pmap steps compile with XLA's defaults.
+    options = xla_cpu.compiler_options() if settings.parallel == "mesh" else None
     return {"benchmark": name, "parallel": settings.parallel, "dtype": settings.dtype, "batch": settings.batch,
             "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
-            "features": settings.features, **environment()}
+            "features": settings.features, **environment(), "compiler_options": options}
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -230,51 +220,36 @@ def run_train_step(name: str, settings: Settings) -> dict:
     """Time `g_step` (SRResNet), `gan_step` (SRGAN-MSE) or `vgg_gan_step` (SRGAN-VGG54) as training runs it."""
     config = benchmark_config(name, settings)
     parallel.check_batch_size(settings.batch, jax.device_count())
-    use_pmap = settings.parallel == "pmap"
-    generator, discriminator = train.create_models(config, parallel.PMAP_AXIS if use_pmap else None)
-    state = train.create_state(config, jax.random.key(config.seed), generator, discriminator)
+    strategy = parallel.create_strategy(settings.parallel)
+    generator, discriminator = models.create_models(config, strategy.bn_axis_name)
     content_loss, vgg_weights = _content_loss(config, settings.vgg_weights)
     if name == "g_step":
-        step = functools.partial(train.generator_train_step, content_loss=content_loss)
+        step = functools.partial(generator_train_step, content_loss=content_loss)
     else:
-        step = functools.partial(train.gan_train_step, content_loss=content_loss,
+        step = functools.partial(gan_train_step, content_loss=content_loss,
                                  adversarial_weight=config.loss.adversarial_weight)
-    batch = _synthetic_batch(settings.batch, settings.hr_size, config.model.scale)
-    if use_pmap:
-        function = parallel.pmap_step(step)
-        state = parallel.replicate(state)
-        batch = _on_pmap_devices(parallel.split_for_pmap(batch, jax.local_device_count()))
-    else:
-        mesh = parallel.create_mesh()
-        function = parallel.jit_step(step, mesh)
-        state = parallel.put_replicated(state, mesh)
-        batch = parallel.put_batch(batch, mesh)
+    function = strategy.wrap_train_step(step)
+    state = strategy.place_state(create_state(config, jax.random.key(config.seed), generator, discriminator))
+    batch = strategy.place_batch(_synthetic_batch(settings.batch, settings.hr_size, config.model.scale))
     lowered, compiled, compile_s = _compile(function, state, batch)
     # The state is donated: each call consumes the previous call's state, as in training.
     seconds = _timed(lambda current: compiled(current, batch)[0], state, settings.steps, settings.warmup)
     return {**_describe(name, settings, settings.hr_size, config.model.scale), "steps": settings.steps,
             "warmup": settings.warmup, "content_loss": config.loss.content, "vgg_weights": vgg_weights,
-            **_summary(lowered, compiled, compile_s, seconds, settings.batch, use_pmap)}
+            **_summary(lowered, compiled, compile_s, seconds, settings.batch, settings.parallel == "pmap")}
 
 
 def run_infer(settings: Settings) -> dict:
-    """Time `train.eval_step` (G with running BatchNorm averages) on `infer_lr_size` LR inputs."""
+    """Time `eval_step` (G with running BatchNorm averages) on `infer_lr_size` LR inputs."""
     config = benchmark_config("infer", settings)
     parallel.check_batch_size(settings.batch, jax.device_count())
     scale = config.model.scale
-    generator, _ = train.create_models(config)
-    variables = train.generator_variables(train.create_state(config, jax.random.key(config.seed), generator, None))
-    lr = _synthetic_batch(settings.batch, settings.infer_lr_size * scale, scale)["lr"]
-    upscale = functools.partial(train.eval_step, generator=generator)
-    if settings.parallel == "pmap":
-        function = jax.pmap(upscale)
-        variables = parallel.replicate(variables)
-        lr = _on_pmap_devices(parallel.split_for_pmap({"lr": lr}, jax.local_device_count()))["lr"]
-    else:
-        mesh = parallel.create_mesh()
-        function = jax.jit(upscale)  # `_compile` adds the compiler options
-        variables = parallel.put_replicated(variables, mesh)
-        lr = parallel.put_batch({"lr": lr}, mesh)["lr"]
+    strategy = parallel.create_strategy(settings.parallel)
+    generator, _ = models.create_models(config)
+    variables = generator_variables(create_state(config, jax.random.key(config.seed), generator, None))
+    function = strategy.wrap_eval(functools.partial(eval_step, generator=generator))
+    variables = strategy.place_state(variables)
+    lr = strategy.place_batch(_synthetic_batch(settings.batch, settings.infer_lr_size * scale, scale)["lr"])
     lowered, compiled, compile_s = _compile(function, variables, lr)
     seconds = _timed(lambda _: compiled(variables, lr), None, settings.steps, settings.warmup)
     hr_size = settings.infer_lr_size * scale
@@ -286,11 +261,13 @@ def run_infer(settings: Settings) -> dict:
 
 def run_input(settings: Settings) -> dict:
     """HR/LR pairs per second of the tf.data folder pipeline on `image_dir` (default T91)."""
-    image_dir = Path(settings.image_dir or DEFAULT_IMAGE_DIR).expanduser()
+    if not settings.image_dir:
+        raise UserError("the input benchmark needs --image-dir, a folder of training images (e.g. T91)")
+    image_dir = Path(settings.image_dir).expanduser()
     if not image_dir.is_dir():
         raise UserError(f"image folder {image_dir} not found: pass --image-dir with a folder of PNG/JPEG images")
     try:
-        from srgan_jax import input_pipeline
+        from srgan_jax.data import tfds_source
     except ImportError as err:
         raise UserError(f"the input benchmark needs TensorFlow and tensorflow-datasets ({err}): "
                         "pip install -e '.[data]'") from err
@@ -298,7 +275,7 @@ def run_input(settings: Settings) -> dict:
     config.data.image_dir = str(image_dir)
     if settings.tfds_data_dir:
         config.data.tfds_data_dir = settings.tfds_data_dir
-    measured = input_pipeline.measure_throughput(config.data, scale=config.model.scale, batch_size=settings.batch,
+    measured = tfds_source.measure_throughput(config.data, scale=config.model.scale, batch_size=settings.batch,
                                                  num_batches=settings.steps, seed=config.seed)
     return {**_describe("input", settings, settings.hr_size, config.model.scale), "steps": settings.steps,
             "image_dir": str(image_dir), "startup_s": measured["startup_s"],
@@ -320,8 +297,8 @@ def run_benchmark(name: str, settings: Settings) -> dict:
 # --------------------------------------------------------------------------- PyTorch reference
 
 
-def run_torch(name: str, settings: Settings, script: str, jax_images_per_s: float) -> dict:
-    """The PyTorch reference script on the same device type, mode, batch and sizes.
+def run_torch(name: str, settings: Settings, script: str | None, jax_images_per_s: float) -> dict:
+    """The PyTorch reference (`script`, default `TORCH_REFERENCE`) on the same device type, mode, batch and sizes.
 
     Returns {"torch": its JSON, "torch_command", "torch_images_per_s", "jax_over_torch"} or
     {"torch_skipped": why}. Inference passes `--hr-size 4 * infer_lr_size` (the script's LR is
@@ -331,15 +308,17 @@ def run_torch(name: str, settings: Settings, script: str, jax_images_per_s: floa
         return {"torch_skipped": f"the PyTorch reference has no {name} mode"}
     if importlib.util.find_spec("torch") is None:
         return {"torch_skipped": "torch is not installed here (pip install torch)"}
-    path = Path(script).expanduser()
+    path = Path(script).expanduser() if script else TORCH_REFERENCE
     if not path.is_file():
-        return {"torch_skipped": f"PyTorch reference {path} not found: pass --torch-script"}
+        return {"torch_skipped": f"PyTorch reference {path} not found (it ships with the source checkout, "
+                                 "not the wheel): pass --torch-script benchmarks/torch_reference.py"}
     device = "cuda" if jax.default_backend() == "gpu" else "cpu"
     hr_size = settings.infer_lr_size * 4 if name == "infer" else settings.hr_size
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "torch.json"
         command = [sys.executable, str(path), "--mode", TORCH_MODES[name], "--batch", str(settings.batch),
-                   "--hr-size", str(hr_size), "--blocks", str(settings.blocks), "--steps", str(settings.steps),
+                   "--hr-size", str(hr_size), "--blocks", str(settings.blocks), "--features", str(settings.features),
+                   "--steps", str(settings.steps),
                    "--warmup", str(settings.warmup), "--device", device, "--json", str(out)]
         if settings.dtype == "bfloat16":
             command.append("--amp")
@@ -351,11 +330,8 @@ def run_torch(name: str, settings: Settings, script: str, jax_images_per_s: floa
             return {"torch_skipped": f"PyTorch reference failed (exit {proc.returncode}): {tail[0]}"}
         result = json.loads(out.read_text())
     shown = command[: command.index("--json")] + command[command.index("--json") + 2:]
-    extra = {"torch": result, "torch_command": shlex.join(shown), "torch_images_per_s": result["images_per_s"],
-             "jax_over_torch": jax_images_per_s / result["images_per_s"]}
-    if settings.features != 64:
-        extra["torch_note"] = f"the PyTorch reference always has 64 features; JAX ran {settings.features}"
-    return extra
+    return {"torch": result, "torch_command": shlex.join(shown), "torch_images_per_s": result["images_per_s"],
+            "jax_over_torch": jax_images_per_s / result["images_per_s"]}
 
 
 # --------------------------------------------------------------------------- report
@@ -384,8 +360,6 @@ def format_table(results: dict[str, dict]) -> str:
                      _cell(result.get("jax_over_torch"))))
         if "torch_skipped" in result:
             notes.append(f"{name}: PyTorch comparison skipped: {result['torch_skipped']}")
-        if "torch_note" in result:
-            notes.append(f"{name}: {result['torch_note']}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip() for row in rows]
     return "\n".join(lines + notes)

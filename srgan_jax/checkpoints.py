@@ -6,22 +6,28 @@ Layout of a workdir:
   checkpoints/<step>/meta       JSON: model config, training config, step
   best/<step>/...               the same items for the best validation PSNR so far
 
-`load_generator_variables(path)` needs nothing but such a directory: it reads the model
-config from `meta` and rebuilds the generator's shapes from it.
+A generator is restored from nothing but such a step folder: `read_generator_spec` reads
+what rebuilds it from `meta`, `load_generator_variables` its arrays. This is the only module
+that reads or writes `meta`. The package ships a trained generator in the same layout
+(`shipped_checkpoint`).
 """
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 from pathlib import Path
 from typing import Any
 
 import jax
+import ml_collections
 import orbax.checkpoint as ocp
 
+from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 
 ITEMS = ("state", "generator", "meta")
+SHIPPED_GENERATOR = "srresnet_x4"  # the default of `srgan-jax upscale` / `evaluate` / `load_generator`
 
 
 def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
@@ -43,8 +49,9 @@ def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManag
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
-         meta: dict, metrics: dict | None = None) -> None:
-    """Save the full state, G's inference variables and the metadata at `step`."""
+         config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
+    """Save the full state, G's inference variables and the metadata (spec, config, step) at `step`."""
+    meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step}
     manager.save(
         step,
         args=ocp.args.Composite(
@@ -80,13 +87,32 @@ def _step_dir(path: Path) -> Path:
     )
 
 
-def read_meta(path: str | Path) -> dict:
-    """The metadata JSON (model config, step) of the checkpoint that `path` resolves to."""
+def read_generator_spec(path: str | Path) -> GeneratorSpec:
+    """What rebuilds the generator of the checkpoint that `path` resolves to (from its metadata)."""
     step_dir = _step_dir(Path(path))
     meta_file = step_dir / "meta" / "metadata"
     if not meta_file.is_file():
         raise UserError(f"checkpoint {step_dir} has no meta/metadata: it was not written by srgan-jax")
-    return json.loads(meta_file.read_text())
+    try:
+        return GeneratorSpec.from_dict(json.loads(meta_file.read_text())["model"])
+    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
+        raise UserError(f"{meta_file} is damaged or not srgan-jax metadata ({err}): pass another checkpoint") from None
+
+
+def shipped_checkpoint(name: str = SHIPPED_GENERATOR) -> Path:
+    """The folder of a generator shipped with the package (`pretrained/<name>` in a source checkout).
+
+    Found through the installed package's data (`srgan_jax.pretrained`), so it works from any
+    directory and for a wheel; UserError when that package data is missing.
+    """
+    try:
+        folder = Path(str(importlib.resources.files("srgan_jax.pretrained") / name))
+    except ModuleNotFoundError:
+        folder = None
+    if folder is None or not folder.is_dir():
+        raise UserError(f"the shipped generator {name} is not installed with this copy of srgan-jax: "
+                        "pass --checkpoint WORKDIR, or reinstall the package (pip install .)")
+    return folder
 
 
 def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:

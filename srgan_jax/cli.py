@@ -7,6 +7,7 @@ work; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from typing import Sequence
 
@@ -24,15 +25,15 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
-    from srgan_jax import inference
+    from srgan_jax.upscaling import files
 
-    return inference.run_upscale_cli(args)
+    return files.run_upscale_cli(args)
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
-    from srgan_jax import inference
+    from srgan_jax.upscaling import figures
 
-    return inference.run_compare_cli(args)
+    return figures.run_compare_cli(args)
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
@@ -42,9 +43,9 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
 
 
 def _cmd_convert_vgg19(args: argparse.Namespace) -> int:
-    from srgan_jax import vgg
+    from srgan_jax import vgg_weights
 
-    return vgg.run_convert_cli(args)
+    return vgg_weights.run_convert_cli(args)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="baseline upscaler (default: the model, plus both baselines)")
     p.add_argument("--checkpoint", default=None,
                    help="generator checkpoint (default: the shipped pretrained SRResNet x4)")
-    p.add_argument("--data-dir", default="../shared/data", help="folder holding <Set>/ and <Set>_LR_x4/")
+    p.add_argument("--data-dir", default=os.environ.get("SRGAN_DATA_DIR"),
+                   help="folder holding <Set>/ and <Set>_LR_x4/ (default: $SRGAN_DATA_DIR)")
     p.add_argument("--sets", type=_csv, default=["Set5", "Set14", "BSD100"], help="comma-separated")
     p.add_argument("--lr-source", default="auto", choices=["auto", "shipped", "make"])
     p.add_argument("--json", default=None, help="write the results here")
@@ -95,18 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--infer-lr-size", type=int, default=128, help="LR side for --what infer")
     p.add_argument("--vgg-weights", default=None, help="converted VGG19 file (default: random, same FLOPs)")
-    p.add_argument("--image-dir", default=None, help="image folder for --what input (default: ../shared/data/T91)")
+    p.add_argument("--image-dir", default=None, help="image folder for --what input (required for it)")
     p.add_argument("--tfds-data-dir", default=None,
                    help="where --what input prepares the folder as a tfds dataset (default: tfds's own)")
     p.add_argument("--compare-torch", action="store_true", help="also run the PyTorch reference")
-    p.add_argument("--torch-script", default="../shared/bench/ref_torch_srgan.py")
+    p.add_argument("--torch-script", default=None,
+                   help="PyTorch reference (default: benchmarks/torch_reference.py of this source checkout)")
     p.add_argument("--json", default=None)
     p.set_defaults(func=_cmd_benchmark)
 
     p = sub.add_parser("convert-vgg19", help="convert ImageNet VGG19 weights to a Flax file")
     p.add_argument("source", help="torchvision .pth/.safetensors/.npz or Keras .h5/.keras file")
     p.add_argument("--from", dest="layout", required=True, choices=["torchvision", "keras"])
-    p.add_argument("--out", default="pretrained/vgg19.msgpack")
+    p.add_argument("--out", required=True, help="the Flax file to write, e.g. vgg19.msgpack")
     p.set_defaults(func=_cmd_convert_vgg19)
     return parser
 

@@ -19,8 +19,8 @@ import numpy as np
 
 from srgan_jax import metrics
 from srgan_jax.errors import UserError
-from srgan_jax.images import IMAGE_SUFFIXES, read_rgb
-from srgan_jax.imresize import imresize, upscale_nearest
+from srgan_jax.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, mod_crop, read_rgb
+from srgan_jax.data.imresize import imresize, upscale_nearest
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 ImagePair = tuple[str, np.ndarray, np.ndarray]  # (name, lr uint8 [h, w, 3], hr uint8 [H, W, 3])
@@ -70,14 +70,14 @@ def load_image_pairs(
     for hr_path in files:
         try:
             hr = read_rgb(hr_path)
-        except (OSError, ValueError) as err:
+        except DECODE_ERRORS as err:
             errors.append(f"{hr_path}: unreadable image ({err}); skipped")
             continue
-        h, w = hr.shape[0] - hr.shape[0] % scale, hr.shape[1] - hr.shape[1] % scale
-        if h == 0 or w == 0:
+        if min(hr.shape[:2]) < scale:
             errors.append(f"{hr_path}: {hr.shape[1]}x{hr.shape[0]} smaller than the scale {scale}; skipped")
             continue
-        hr = hr[:h, :w]
+        hr = mod_crop(hr, scale)
+        h, w = hr.shape[:2]
         if source == "make":
             lr = imresize(hr, scale=1.0 / scale)
         else:
@@ -87,7 +87,7 @@ def load_image_pairs(
             except FileNotFoundError:
                 errors.append(f"{lr_path}: LR image missing for {hr_path.name}; skipped")
                 continue
-            except (OSError, ValueError) as err:
+            except DECODE_ERRORS as err:
                 errors.append(f"{lr_path}: unreadable image ({err}); skipped")
                 continue
             if lr.shape[:2] != (h // scale, w // scale):
@@ -162,7 +162,7 @@ def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
         if args.checkpoint is not None:
             raise UserError("--method scores a baseline and ignores --checkpoint; pass only one of them")
         return {args.method: BASELINES[args.method]}
-    from srgan_jax.inference import load_generator  # JAX only when a model is scored
+    from srgan_jax.upscaling.engine import load_generator  # JAX only when a model is scored
 
     return {"model": load_generator(args.checkpoint), **BASELINES}
 
@@ -174,6 +174,8 @@ def run_cli(args: argparse.Namespace) -> int:
     the model (no `--method`) -> {"model" | "nearest" | "bicubic": {set: {...}}}.
     Per-file problems go to stderr, one line each; returns 0 if anything was evaluated.
     """
+    if not args.data_dir:
+        raise UserError("no data folder: pass --data-dir <folder with Set5/, Set14/, BSD100/> or set SRGAN_DATA_DIR")
     data_dir = Path(args.data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; pass --data-dir <folder with Set5/, Set14/, ...>")

@@ -1,4 +1,4 @@
-"""What makes the models fast on XLA:CPU: compile options and two convolution forms.
+"""Every XLA:CPU speed trick of the project: compile options and two convolution forms.
 
 Chosen by timing on 2 CPU cores with jaxlib 0.10 (README "Benchmarks" has the numbers and
 `benchmarks/xla_cpu_convs.py` the layer timings); on GPU and TPU none of this is used. The
@@ -6,6 +6,9 @@ convolutions are drop-in replacements for `jax.lax.conv_general_dilated` (pass o
 `nn.Conv(..., conv_general_dilated=...)`): same parameters, same results up to summation
 order, and they fall back to the plain convolution for any case they do not cover.
 
+- `jit`: `jax.jit` with `compiler_options()`; every jitted train, eval and inference step
+  is compiled through it. (`jax.pmap` takes no compiler options: pmap steps compile with
+  XLA's defaults.)
 - `compiler_options`: XLA:CPU in jaxlib 0.10 hands single convolutions to YNNPACK by
   default; for these models XLA's own (Eigen) convolution kernels are faster, so the
   options keep YNNPACK for dots and reductions only.
@@ -16,6 +19,9 @@ order, and they fall back to the plain convolution for any case they do not cove
   convolutions over the output-pixel phases, instead of XLA's convolution over a
   zero-dilated gradient (three quarters of whose multiplications are by zero). Being a
   `jax.custom_vjp`, it supports reverse-mode differentiation only (no `jax.jvp`).
+- `tail_conv` / `strided_conv`: the form the model factory (`srgan_jax.models`) hands the
+  generator and the discriminator as a module field: one of the above on the CPU, None
+  (the plain convolution) elsewhere.
 """
 
 from __future__ import annotations
@@ -23,7 +29,7 @@ from __future__ import annotations
 import functools
 import logging
 import os
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -64,6 +70,21 @@ def _accepted_options() -> tuple[tuple[str, str], ...] | None:
             _YNN_OPTION, str(err).splitlines()[0])
         return None
     return options
+
+
+def jit(fun: Callable, **kwargs: Any) -> Callable:
+    """`jax.jit(fun, **kwargs)` compiled with `compiler_options()` (XLA's defaults off the CPU)."""
+    return jax.jit(fun, compiler_options=compiler_options(), **kwargs)
+
+
+def tail_conv() -> Callable | None:
+    """The generator's 9x9 output convolution form: `row_split_conv` on the CPU, else None."""
+    return row_split_conv if on_cpu() else None
+
+
+def strided_conv() -> Callable | None:
+    """The discriminator's stride-2 convolution form: `stride2_conv` on the CPU, else None."""
+    return stride2_conv if on_cpu() else None
 
 
 def _is_plain_nhwc(lhs: jax.Array, rhs: jax.Array, lhs_dilation: Sequence[int] | None,

@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-import srgan_jax
+import srgan_jax.data
 from srgan_jax import benchmark, cli, xla_cpu
 from srgan_jax.errors import UserError
 
 ROOT = Path(__file__).resolve().parents[1]
-TORCH_SCRIPT = ROOT.parent / "shared" / "bench" / "ref_torch_srgan.py"
+TORCH_SCRIPT = ROOT / "benchmarks" / "torch_reference.py"
 TINY = ["--batch", "2", "--hr-size", "32", "--blocks", "1", "--features", "8", "--steps", "2", "--warmup", "1",
         "--infer-lr-size", "8"]
 
@@ -54,7 +54,8 @@ def test_result_schema(name, parallel):
     assert result["images_per_s"] == pytest.approx(2 * result["steps_per_s"])
     assert result["flops_per_step"] == result["flops_per_step_per_device"] * result["device_count"] > 0
     assert result["peak_memory_bytes"] is None or isinstance(result["peak_memory_bytes"], int)
-    assert result["compiler_options"] == xla_cpu.compiler_options()  # recorded in the JSON
+    # Recorded in the JSON: the options the steps were compiled with (pmap takes none).
+    assert result["compiler_options"] == (xla_cpu.compiler_options() if parallel == "mesh" else None)
     if name == "infer":
         assert (result["lr_size"], result["hr_size"]) == (8, 32)
         assert result["output_megapixels_per_s"] == pytest.approx(result["images_per_s"] * 32 * 32 / 1e6)
@@ -91,20 +92,18 @@ def test_cli_prints_table_and_writes_json(tmp_path, capsys):
     assert "images/s" in table and "g_step" in table and "bfloat16" in table
 
 
-def test_compare_torch_runs_the_reference(tmp_path):
+def test_compare_torch_runs_the_projects_reference_by_default(tmp_path):
     pytest.importorskip("torch", reason="torch is not installed")
-    if not TORCH_SCRIPT.is_file():
-        pytest.skip(f"{TORCH_SCRIPT} not found")
+    assert benchmark.TORCH_REFERENCE == TORCH_SCRIPT and TORCH_SCRIPT.is_file()
     out = tmp_path / "bench.json"
-    assert cli.main(["benchmark", "--what", "infer", *TINY, "--compare-torch", "--torch-script", str(TORCH_SCRIPT),
-                     "--json", str(out)]) == 0
+    assert cli.main(["benchmark", "--what", "infer", *TINY, "--compare-torch", "--json", str(out)]) == 0
     result = json.loads(out.read_text())["infer"]
-    # The script's LR is hr/4: it was given hr = 4 * the LR size JAX ran.
+    # The script's LR is hr/4: it was given hr = 4 * the LR size JAX ran, and the same width.
     assert (result["torch"]["mode"], result["torch"]["hr_size"], result["torch"]["batch"]) == ("infer", 32, 2)
+    assert (result["torch"]["blocks"], result["torch"]["features"]) == (1, 8)
     assert result["torch_images_per_s"] > 0
     assert result["jax_over_torch"] == pytest.approx(result["images_per_s"] / result["torch_images_per_s"])
     assert "--threads" in result["torch_command"] and "--json" not in result["torch_command"]
-    assert "64 features" in result["torch_note"]
 
 
 def test_compare_torch_skips_with_a_reason(tmp_path, monkeypatch):
@@ -128,9 +127,9 @@ def test_input_benchmark(tmp_path):
 
 
 def test_all_skips_input_without_tensorflow(tmp_path, monkeypatch, capsys):
-    # `from srgan_jax import input_pipeline` fails as it does without TensorFlow.
-    monkeypatch.setitem(sys.modules, "srgan_jax.input_pipeline", None)
-    monkeypatch.delattr(srgan_jax, "input_pipeline", raising=False)
+    # `from srgan_jax.data import tfds_source` fails as it does without TensorFlow.
+    monkeypatch.setitem(sys.modules, "srgan_jax.data.tfds_source", None)
+    monkeypatch.delattr(srgan_jax.data, "tfds_source", raising=False)
     with pytest.raises(UserError, match="TensorFlow"):
         benchmark.run_input(tiny(image_dir=str(tmp_path)))
     monkeypatch.setattr(benchmark, "BENCHMARKS", ("input",))
@@ -145,6 +144,8 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "multiple of 16" in capsys.readouterr().err
     assert cli.main(["benchmark", "--what", "input", "--image-dir", str(tmp_path / "missing")]) == 2
     assert "--image-dir" in capsys.readouterr().err
+    assert cli.main(["benchmark", "--what", "input"]) == 2
+    assert "needs --image-dir" in capsys.readouterr().err
     assert cli.main(["benchmark", "--what", "all", "--vgg-weights", str(tmp_path / "vgg19.msgpack")]) == 2
     assert "convert-vgg19" in capsys.readouterr().err
     with pytest.raises(UserError, match="--steps"):

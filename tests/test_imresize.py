@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from srgan_jax.imresize import imresize, imresize_batch, resize_matrix, upscale_nearest
+from srgan_jax.data.imresize import imresize, resize_matrix, upscale_nearest
 
 
 def _data_dir() -> Path:
@@ -108,16 +108,6 @@ def test_upscale_nearest_blocks():
         upscale_nearest(image, 2), [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
     )
     assert upscale_nearest(np.zeros((5, 3, 3), np.uint8)).shape == (20, 12, 3)
-
-
-@pytest.mark.parametrize(("shape", "scale"), [((2, 13, 9, 3), 0.25), ((2, 7, 5, 3), 4), ((24, 20, 1), 0.5)])
-def test_imresize_batch_matches_reference(shape, scale):
-    images = np.random.default_rng(1).random(shape)
-    out = np.asarray(jax.jit(imresize_batch, static_argnums=1)(images.astype(np.float32), scale))
-    batch = images if images.ndim == 4 else images[None]
-    reference = np.stack([imresize(image, scale=scale) for image in batch]).reshape(out.shape)
-    assert out.dtype == np.float32
-    np.testing.assert_allclose(out, reference, atol=1e-5)
 
 
 def test_interior_matches_shipped_set5_lr():

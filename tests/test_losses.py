@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import losses
+from srgan_jax.networks import losses
 
 
 def test_mse_is_the_mean_squared_pixel_difference():

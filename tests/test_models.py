@@ -1,15 +1,22 @@
 """Generator / discriminator: parameter counts, pixel shuffle order, and forward passes
-checked against PyTorch modules of the same layout built here (independent truth)."""
+checked against the PyTorch modules of benchmarks/torch_reference.py (independent truth)."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax.models import Discriminator, Generator, pixel_shuffle
+from srgan_jax.config import GeneratorSpec
+from srgan_jax.models import create_discriminator, create_generator
+from srgan_jax.networks.discriminator import Discriminator
+from srgan_jax.networks.generator import Generator
+from srgan_jax.networks.layers import pixel_shuffle
 
 torch = pytest.importorskip("torch", reason="torch (CPU wheel: pip install torch==2.13.0) is the reference")
 nn = torch.nn
+
+from benchmarks.torch_reference import Discriminator as TorchDiscriminator  # noqa: E402
+from benchmarks.torch_reference import Generator as TorchGenerator  # noqa: E402
 
 
 def count(params):
@@ -17,58 +24,7 @@ def count(params):
 
 
 # ----------------------------------------------------------------- torch reference
-
-
-class TorchResBlock(nn.Module):
-    def __init__(self, c):
-        super().__init__()
-        self.c1, self.b1, self.a = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c), nn.PReLU(c, 0.25)
-        self.c2, self.b2 = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c)
-
-    def forward(self, x):
-        return x + self.b2(self.c2(self.a(self.b1(self.c1(x)))))
-
-
-class TorchGenerator(nn.Module):
-    def __init__(self, blocks, c):
-        super().__init__()
-        self.head, self.head_a = nn.Conv2d(3, c, 9, 1, 4), nn.PReLU(c, 0.25)
-        self.blocks = nn.ModuleList([TorchResBlock(c) for _ in range(blocks)])
-        self.body, self.body_bn = nn.Conv2d(c, c, 3, 1, 1), nn.BatchNorm2d(c)
-        self.ups = nn.ModuleList([nn.Conv2d(c, 4 * c, 3, 1, 1) for _ in range(2)])
-        self.up_a = nn.ModuleList([nn.PReLU(c, 0.25) for _ in range(2)])
-        self.tail = nn.Conv2d(c, 3, 9, 1, 4)
-
-    def forward(self, x):
-        skip = self.head_a(self.head(x))
-        h = skip
-        for block in self.blocks:
-            h = block(h)
-        h = self.body_bn(self.body(h)) + skip
-        for conv, act in zip(self.ups, self.up_a):
-            h = act(nn.functional.pixel_shuffle(conv(h), 2))
-        return torch.tanh(self.tail(h))
-
-
-class TorchDiscriminator(nn.Module):
-    def __init__(self, size):
-        super().__init__()
-        stages = [(64, 2), (128, 1), (128, 2), (256, 1), (256, 2), (512, 1), (512, 2)]
-        self.first = nn.Conv2d(3, 64, 3, 1, 1)
-        convs, bns, cin = [], [], 64
-        for cout, stride in stages:
-            convs.append(nn.Conv2d(cin, cout, 3, stride, 1))
-            bns.append(nn.BatchNorm2d(cout))
-            cin = cout
-        self.convs, self.bns = nn.ModuleList(convs), nn.ModuleList(bns)
-        self.fc1, self.fc2 = nn.Linear(512 * (size // 16) ** 2, 1024), nn.Linear(1024, 1)
-
-    def forward(self, x):
-        x = nn.functional.leaky_relu(self.first(x), 0.2)
-        for conv, bn in zip(self.convs, self.bns):
-            x = nn.functional.leaky_relu(bn(conv(x)), 0.2)
-        x = x.permute(0, 2, 3, 1).flatten(1)  # NHWC flatten order, as in Flax
-        return self.fc2(nn.functional.leaky_relu(self.fc1(x), 0.2))[:, 0]
+# The modules are benchmarks/torch_reference.py's (the benchmark's PyTorch side too).
 
 
 def t2n(t):
@@ -122,7 +78,7 @@ def generator_variables_from_torch(tg):
 def test_parameter_counts_match_the_paper_sized_torch_modules():
     g_vars = jax.eval_shape(lambda: Generator().init(jax.random.key(0), jnp.zeros((1, 24, 24, 3))))
     d_vars = jax.eval_shape(lambda: Discriminator().init(jax.random.key(0), jnp.zeros((1, 96, 96, 3))))
-    torch_g = sum(p.numel() for p in TorchGenerator(16, 64).parameters())
+    torch_g = sum(p.numel() for p in TorchGenerator(blocks=16, features=64).parameters())
     torch_d = sum(p.numel() for p in TorchDiscriminator(96).parameters())
     assert count(g_vars["params"]) == torch_g == 1_550_659
     assert count(d_vars["params"]) == torch_d == 23_565_505
@@ -142,7 +98,7 @@ def test_pixel_shuffle_matches_torch_and_the_channel_formula():
 @pytest.mark.parametrize("train", [False, True])
 def test_generator_forward_matches_torch(train):
     torch.manual_seed(0)
-    tg = TorchGenerator(blocks=2, c=16)
+    tg = TorchGenerator(blocks=2, features=16)
     randomize(tg)
     tg.train(train)
     lr = np.random.default_rng(1).uniform(size=(2, 11, 7, 3)).astype(np.float32)  # odd, non-square
@@ -150,7 +106,7 @@ def test_generator_forward_matches_torch(train):
     with torch.no_grad():
         ref = tg(torch.from_numpy(lr.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
     with jax.default_matmul_precision("highest"):
-        out = Generator(num_blocks=2, features=16).apply(variables, lr, train=train,
+        out = create_generator(GeneratorSpec(num_blocks=2, features=16)).apply(variables, lr, train=train,
                                                          mutable=["batch_stats"] if train else False)
     sr = out[0] if train else out
     assert sr.shape == (2, 44, 28, 3)
@@ -180,7 +136,7 @@ def test_discriminator_forward_matches_torch_including_strided_padding():
     with torch.no_grad():
         ref = td(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
     with jax.default_matmul_precision("highest"):
-        logits, _ = Discriminator().apply(discriminator_variables_from_torch(td), x, train=True,
+        logits, _ = create_discriminator().apply(discriminator_variables_from_torch(td), x, train=True,
                                           mutable=["batch_stats"])
     assert logits.shape == (4,)
     np.testing.assert_allclose(np.asarray(logits), ref, atol=1e-4, rtol=1e-4)
@@ -203,7 +159,7 @@ def test_discriminator_gradients_match_torch():
     variables = discriminator_variables_from_torch(td)
 
     def loss(params, x):
-        logits, _ = Discriminator().apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
+        logits, _ = create_discriminator().apply({"params": params, "batch_stats": variables["batch_stats"]}, x,
                                           train=True, mutable=["batch_stats"])
         return jnp.sum(logits * weights)
 
@@ -219,7 +175,7 @@ def test_discriminator_gradients_match_torch():
 def test_generator_gradients_match_torch():
     """Input and parameter gradients, through the CPU row-split output convolution."""
     torch.manual_seed(0)
-    tg = TorchGenerator(blocks=1, c=16)
+    tg = TorchGenerator(blocks=1, features=16)
     randomize(tg)
     lr = np.random.default_rng(4).uniform(size=(2, 6, 5, 3)).astype(np.float32)
     cotangent = np.random.default_rng(5).normal(size=(2, 24, 20, 3)).astype(np.float32)
@@ -228,7 +184,7 @@ def test_generator_gradients_match_torch():
     variables = generator_variables_from_torch(tg)
 
     def loss(params, lr):
-        sr, _ = Generator(num_blocks=1, features=16).apply(
+        sr, _ = create_generator(GeneratorSpec(num_blocks=1, features=16)).apply(
             {"params": params, "batch_stats": variables["batch_stats"]}, lr, train=True, mutable=["batch_stats"])
         return jnp.sum(sr * cotangent)
 

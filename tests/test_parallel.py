@@ -11,60 +11,82 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import parallel, xla_cpu
+from srgan_jax import parallel
 from srgan_jax.errors import UserError
+from parallel_equivalence import CALIBRATION, RUNS  # tests/ is on sys.path (pytest's rootdir import)
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests"))
-from parallel_equivalence import LEARNING_RATE  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def results(tmp_path_factory):
-    out = tmp_path_factory.mktemp("equivalence") / "steps.npz"
+def distances(tmp_path_factory):
+    """{(kind, leaf): {"norm": |float64 result|, run: |run - float64 result|}} (parallel_equivalence.py)."""
+    out = tmp_path_factory.mktemp("equivalence") / "distances.npz"
     env = dict(os.environ, XLA_FLAGS="--xla_force_host_platform_device_count=8", JAX_PLATFORMS="cpu")
     subprocess.run([sys.executable, str(ROOT / "tests" / "parallel_equivalence.py"), str(out)],
                    cwd=ROOT, env=env, check=True, timeout=600)
-    return dict(np.load(out))
+    with np.load(out) as data:
+        return {tuple(key.split("/", 1)): dict(zip(("norm",) + RUNS, data[key])) for key in data.files}
 
 
-def group(key):
-    """(network, kind) of a flattened leaf name, e.g. ('g', 'mu')."""
-    net = "d" if "].d." in key else "g"
-    for kind in ("params", "mu", "nu", "batch_stats", "metrics", "step"):
-        if kind in key:
+def group(leaf):
+    """(network, kind) of a leaf name, e.g. ('d', 'mu'); params are ('g' | 'd', 'params')."""
+    net = "d" if "].d." in leaf else "g"
+    for kind in ("params", "mu", "nu", "batch_stats", "count", "step"):
+        if kind in leaf:
             return net, kind
-    return net, "other"
+    return net, "metrics"
+
+
+# A parallel step is one more float32 evaluation of the single-device step's math, in other
+# summation orders and kernels. How far such evaluations land from the float64 result depends
+# on the machine (AVX2 or AVX-512, which convolution kernels XLA picks) and on each tensor's
+# conditioning (D's BatchNorm backward cancels, amplifying rounding in its first layers
+# ~1000-fold for some kernels): so it is measured per tensor, on the machine running the test,
+# as the largest distance of the calibration runs (`CALIBRATION`), floored at float32
+# resolution of the largest tensor of the same group. A correct parallel step stays within
+# TOLERANCE times that; the wrong ones (`local_batch_norm`, `no_pmean`) are 10^5 and more off.
+TOLERANCE = 8.0
+FLOAT32_EPS = 2.0**-24
+
+
+def worst_ratio(distances, kind, run):
+    """max over leaves of |run - float64| / max(calibration distances, float32 floor), and its leaf.
+
+    Params are left out: after Adam's first step each is -lr * sign(gradient), so a gradient
+    that is zero in exact arithmetic (a conv bias before BatchNorm) flips between +-lr with
+    rounding; the gradients themselves are compared through Adam's moments (mu = 0.1 g, nu =
+    0.001 g^2) and BatchNorm's statistics and the losses directly.
+    """
+    leaves = {leaf: d for (k, leaf), d in distances.items() if k == kind and group(leaf)[1] != "params"}
+    largest = {}
+    for leaf, d in leaves.items():
+        largest[group(leaf)] = max(largest.get(group(leaf), 0.0), d["norm"])
+    worst = (0.0, None)
+    for leaf, d in leaves.items():
+        allowed = max(max(d[name] for name in CALIBRATION), FLOAT32_EPS * largest[group(leaf)])
+        ratio = 0.0 if d[run] == 0 else (np.inf if allowed == 0 else d[run] / allowed)
+        worst = max(worst, (ratio, leaf), key=lambda pair: pair[0])
+    return worst
 
 
 @pytest.mark.parametrize("kind", ["g", "gan"])
-@pytest.mark.parametrize("other", ["mesh", "pmap"])
-def test_parallel_step_equals_single_device_step(results, kind, other):
-    single = {k.split("/", 2)[2]: v for k, v in results.items() if k.startswith(f"{kind}/single/")}
-    assert single, "no results"
-    scale = {}
-    for key, value in single.items():
-        scale[group(key)] = max(scale.get(group(key), 0.0), float(np.abs(value).max(initial=0)))
-    for key, expected in single.items():
-        actual = results[f"{kind}/{other}/{key}"]
-        net, leaf_kind = group(key)
-        if leaf_kind in ("mu", "nu"):
-            # Gradients (Adam moments after one step: 0.1 g and 0.001 g^2). Float32 sums in
-            # another order over 8 shards: 1e-4 of the largest gradient of the network.
-            np.testing.assert_allclose(actual, expected, rtol=0, atol=1e-4 * scale[(net, leaf_kind)], err_msg=key)
-        elif leaf_kind == "params":
-            # Adam's first step is +-lr wherever the gradient is exactly zero in exact
-            # arithmetic (conv bias before BatchNorm), so float noise may flip its sign.
-            np.testing.assert_allclose(actual, expected, rtol=0, atol=2.5 * LEARNING_RATE, err_msg=key)
-        else:  # losses, D(real)/D(fake), PSNR, BatchNorm running statistics, step
-            np.testing.assert_allclose(actual, expected, rtol=1e-5, atol=1e-6, err_msg=key)
+@pytest.mark.parametrize("run", ["mesh", "pmap"])
+def test_parallel_step_equals_single_device_step_within_float32_error(distances, kind, run):
+    ratio, leaf = worst_ratio(distances, kind, run)
+    assert ratio <= TOLERANCE, f"{run} {kind} step: {leaf} is {ratio:.3g} times the float32 error"
 
 
-def test_gan_step_really_updates_both_networks(results):
-    """Guards the comparison above against comparing two untouched states."""
-    assert results["gan/single/['state'].g.step"] == 1
-    assert results["gan/single/['state'].d.step"] == 1
-    assert np.abs(results["gan/single/['state'].d.opt_state[0].mu['Dense_1']['kernel']"]).max() > 0
+@pytest.mark.parametrize("run", ["local_batch_norm", "no_pmean"])
+def test_the_comparison_rejects_wrong_parallel_steps(distances, run):
+    ratio, leaf = worst_ratio(distances, "gan", run)
+    assert ratio > 1000 * TOLERANCE, f"{run} {kind} step passed: worst {leaf} only {ratio:.3g}"
+
+
+def test_the_steps_really_update_both_networks(distances):
+    """Guards the comparison against comparing untouched states: D's gradient is nonzero."""
+    assert distances[("gan", "[0].d.opt_state[1].count")]["norm"] == 1
+    assert distances[("gan", "[0].d.opt_state[0].mu['Dense_1']['kernel']")]["norm"] > 0
 
 
 def test_batch_not_divisible_by_devices_is_a_clear_error():
@@ -73,25 +95,32 @@ def test_batch_not_divisible_by_devices_is_a_clear_error():
     parallel.check_batch_size(16, 8)
 
 
-def test_prefetch_to_mesh_places_every_batch_in_order():
-    mesh = parallel.create_mesh(jax.devices()[:1])
+def test_mesh_prefetch_places_every_batch_in_order():
+    mesh = parallel.MeshStrategy(jax.devices()[:1])
     batches = [{"hr": np.full((2, 4, 4, 3), i, np.float32)} for i in range(5)]
-    placed = list(parallel.prefetch_to_mesh(iter(batches), mesh, size=2))
+    placed = list(mesh.place_batches(iter(batches)))
     assert len(placed) == 5
     for i, batch in enumerate(placed):
-        assert batch["hr"].sharding == parallel.batch_sharding(mesh)
+        assert batch["hr"].sharding == mesh.sharded
         np.testing.assert_array_equal(np.asarray(batch["hr"]), batches[i]["hr"])
 
 
-@pytest.mark.skipif(not xla_cpu.on_cpu(), reason="compiler options are only set for XLA:CPU")
-def test_pmap_step_compiles_once_per_signature_with_the_options():
-    def step(state, batch, axis_name):
-        return state + jax.lax.pmean(batch.sum(), axis_name), {"n": batch.shape[0]}
-
-    pmapped = parallel.pmap_step(step)
-    assert isinstance(pmapped, parallel.PmapWithOptions) and pmapped.options == xla_cpu.compiler_options()
+def test_pmap_strategy_splits_batches_and_returns_one_host_copy():
+    pmap = parallel.PmapStrategy()
     devices = jax.local_device_count()
-    for size in (2, 2, 3):
-        state, _ = pmapped(jnp.zeros((devices,)), np.ones((devices, size), np.float32))
-        np.testing.assert_allclose(state, size)
-    assert len(pmapped._executables) == 2
+    batch = {"x": np.arange(2 * devices * 3, dtype=np.float32).reshape(2 * devices, 3)}
+    placed = pmap.place_batch(batch)
+    assert placed["x"].shape == (devices, 2, 3)
+
+    def step(state, batch, axis_name):
+        total = jax.lax.psum(batch["x"].sum(), axis_name)
+        return state + total, {"total": total}
+
+    state, metrics = pmap.wrap_train_step(step)(pmap.place_state(jnp.zeros(())), placed)
+    assert float(pmap.to_host(metrics)["total"]) == float(batch["x"].sum())
+    assert pmap.to_host(state).shape == ()
+
+
+def test_unknown_strategy_is_a_user_error():
+    with pytest.raises(UserError, match="parallel='dp'"):
+        parallel.create_strategy("dp")

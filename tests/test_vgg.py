@@ -1,6 +1,7 @@
 """VGG19 port: converted torchvision / Keras weights reproduce those frameworks' own features.
 
-Ground truth comes from the frameworks themselves (a torch `nn.Sequential` VGG19 body,
+Ground truth comes from the frameworks themselves (the torch VGG19 body of
+benchmarks/torch_reference.py, in torchvision's `vgg19().features` layout,
 `keras.applications.VGG19` and Keras's `preprocess_input`), with random weights so nothing
 is downloaded. Images are small (2x32x32) to keep the module fast on two CPU cores.
 """
@@ -19,7 +20,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import vgg
+from srgan_jax import vgg_weights
+from srgan_jax.networks import vgg19
 from srgan_jax.errors import UserError
 
 COMPARED = ("relu1_2", "relu2_2", "conv3_4", "relu5_4")
@@ -28,7 +30,7 @@ pytestmark = pytest.mark.filterwarnings("ignore:__array__ implementation doesn't
 
 KERAS_NAMES = {"relu1_2": "block1_conv2", "relu2_2": "block2_conv2", "relu3_4": "block3_conv4",
                "relu5_4": "block5_conv4"}
-TORCH_INDEX = dict(zip([name for name, _, _ in vgg.CONVS], (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)))
+TORCH_INDEX = dict(zip([name for name, _, _ in vgg19.CONVS], (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)))
 
 
 @pytest.fixture(scope="module")
@@ -38,13 +40,13 @@ def images() -> np.ndarray:
 
 
 def _features(path, images, layers=COMPARED) -> dict[str, np.ndarray]:
-    extractor = vgg.load_feature_extractor(path, layers=layers)
+    extractor = vgg_weights.load_feature_extractor(path, layers=layers)
     with jax.default_matmul_precision("highest"):
         return {name: np.asarray(value) for name, value in extractor(jnp.asarray(images)).items()}
 
 
 def _convert(source, layout, out):
-    vgg.convert_vgg19(source, layout, out)
+    vgg_weights.convert_vgg19(source, layout, out)
     return out
 
 
@@ -81,7 +83,7 @@ def keras_files(tmp_path_factory, images):
 @pytest.mark.parametrize("kind", [".weights.h5", ".h5", ".keras"])
 def test_keras_conversion_matches_keras_features(keras_files, images, tmp_path, kind):
     out = tmp_path / "vgg19.msgpack"
-    meta = vgg.convert_vgg19(keras_files.files[kind], "keras", out)
+    meta = vgg_weights.convert_vgg19(keras_files.files[kind], "keras", out)
     assert meta["preprocessing"] == "caffe" and meta["layers"] == 16
     ours = _features(out, images, layers=COMPARED + ("relu3_4",))
     for name in ("relu1_2", "relu2_2", "relu3_4", "relu5_4"):
@@ -92,17 +94,17 @@ def test_keras_conversion_matches_keras_features(keras_files, images, tmp_path, 
 
 
 def test_keras_preprocessing_matches_preprocess_input(keras_files, images):
-    ours = np.asarray(vgg.preprocess(jnp.asarray(images), "caffe"))
+    ours = np.asarray(vgg19.preprocess(jnp.asarray(images), "caffe"))
     np.testing.assert_allclose(ours, keras_files.caffe_input, atol=1e-4)
 
 
 def test_legacy_keras_notop_layout_with_extra_layers(keras_files, images, tmp_path):
     """The keras-applications file names layers blockB_convC with datasets blockB_convC_W_1:0 / _b_1:0."""
-    params, _ = vgg.load_params(_convert(keras_files.files[".h5"], "keras", tmp_path / "ref.msgpack"))
+    params, _ = vgg_weights.load_params(_convert(keras_files.files[".h5"], "keras", tmp_path / "ref.msgpack"))
     legacy = tmp_path / "vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5"
     with h5py.File(legacy, "w") as h5:
         names = []
-        for name, _, _ in vgg.CONVS:
+        for name, _, _ in vgg19.CONVS:
             block, conv = name[4], name[6]
             layer = f"block{block}_conv{conv}"
             group = h5.create_group(layer)
@@ -111,7 +113,7 @@ def test_legacy_keras_notop_layout_with_extra_layers(keras_files, images, tmp_pa
             names.append(layer)
         h5.create_group("fc1").create_dataset("fc1_W_1:0", data=np.zeros((8, 4), np.float32))
         h5.attrs["layer_names"] = [n.encode() for n in names + ["fc1"]]
-    converted, _ = vgg.load_params(_convert(legacy, "keras", tmp_path / "legacy.msgpack"))
+    converted, _ = vgg_weights.load_params(_convert(legacy, "keras", tmp_path / "legacy.msgpack"))
     for name in params:
         np.testing.assert_array_equal(converted[name]["kernel"], params[name]["kernel"])
         np.testing.assert_array_equal(converted[name]["bias"], params[name]["bias"])
@@ -127,19 +129,12 @@ def torch_files(tmp_path_factory, images):
     torch = pytest.importorskip("torch", reason="torch not importable: torchvision-layout .pth test needs it")
     from torch import nn
 
+    from benchmarks import torch_reference
+
     torch.manual_seed(0)
-    modules = []
-    in_ch = 3
-    for index, (name, _, out_ch) in enumerate(vgg.CONVS):
-        if name.endswith("_1") and index > 0:
-            modules.append(nn.MaxPool2d(2, 2))
-        modules += [nn.Conv2d(in_ch, out_ch, 3, padding=1), nn.ReLU(inplace=False)]
-        in_ch = out_ch
-    modules.append(nn.MaxPool2d(2, 2))
-    features = nn.Sequential(*modules).eval()
+    features = torch_reference.vgg19_features().eval()  # torchvision's layout and init (zero biases)
     for module in features:
-        if isinstance(module, nn.Conv2d):  # torchvision's VGG init, and a nonzero bias to test it loads
-            nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
+        if isinstance(module, nn.Conv2d):  # a nonzero bias, to test that it loads
             nn.init.uniform_(module.bias, -0.1, 0.1)
     state = {f"features.{key}": value for key, value in features.state_dict().items()}
     state["classifier.0.weight"] = torch.zeros(16, 8)
@@ -174,7 +169,7 @@ def torch_files(tmp_path_factory, images):
 @pytest.mark.parametrize("kind", [".pth", ".safetensors", ".npz"])
 def test_torchvision_conversion_matches_torch_features(torch_files, images, tmp_path, kind):
     out = tmp_path / "vgg19.msgpack"
-    meta = vgg.convert_vgg19(torch_files.files[kind], "torchvision", out)
+    meta = vgg_weights.convert_vgg19(torch_files.files[kind], "torchvision", out)
     assert meta["preprocessing"] == "torchvision" and meta["layout"] == "torchvision"
     ours = _features(out, images)
     for name in COMPARED:
@@ -184,8 +179,8 @@ def test_torchvision_conversion_matches_torch_features(torch_files, images, tmp_
 
 def test_sidecar_records_provenance(torch_files, tmp_path):
     out = tmp_path / "w.msgpack"
-    vgg.convert_vgg19(torch_files.files[".npz"], "torchvision", out)
-    meta = json.loads(vgg.sidecar_path(out).read_text())
+    vgg_weights.convert_vgg19(torch_files.files[".npz"], "torchvision", out)
+    meta = json.loads(vgg_weights.sidecar_path(out).read_text())
     assert meta["source"] == "vgg19.npz"
     assert meta["source_sha256"] == hashlib.sha256(torch_files.files[".npz"].read_bytes()).hexdigest()
     assert meta["sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
@@ -200,7 +195,7 @@ def test_cli_prints_path_hash_and_layer_count(torch_files, tmp_path, capsys):
     assert cli.main(["convert-vgg19", str(torch_files.files[".safetensors"]), "--from", "torchvision",
                      "--out", str(out)]) == 0
     printed = capsys.readouterr().out
-    assert str(out) in printed and json.loads(vgg.sidecar_path(out).read_text())["sha256"] in printed
+    assert str(out) in printed and json.loads(vgg_weights.sidecar_path(out).read_text())["sha256"] in printed
     assert "16 conv layers" in printed
 
 
@@ -209,31 +204,31 @@ def test_cli_prints_path_hash_and_layer_count(torch_files, tmp_path, capsys):
 
 def test_module_returns_requested_layers_and_stops_early():
     x = jnp.zeros((1, 16, 16, 3))
-    variables = vgg.VGG19(layers=("conv2_1", "relu1_2")).init(jax.random.PRNGKey(0), x)
+    variables = vgg19.VGG19(layers=("conv2_1", "relu1_2")).init(jax.random.PRNGKey(0), x)
     assert sorted(variables["params"]) == ["conv1_1", "conv1_2", "conv2_1"]  # nothing deeper was built
-    out = vgg.VGG19(layers=("conv2_1", "relu1_2")).apply(variables, x)
+    out = vgg19.VGG19(layers=("conv2_1", "relu1_2")).apply(variables, x)
     assert set(out) == {"conv2_1", "relu1_2"}
     assert out["relu1_2"].shape == (1, 16, 16, 64) and out["conv2_1"].shape == (1, 8, 8, 128)
 
 
 def test_preprocessing_of_generator_range():
     x = np.array([[[[-1.0, 0.0, 1.0]]]], np.float32)
-    torchvision = np.asarray(vgg.preprocess(jnp.asarray(x), "torchvision"))
+    torchvision = np.asarray(vgg19.preprocess(jnp.asarray(x), "torchvision"))
     expected = (np.array([0.0, 0.5, 1.0]) - [0.485, 0.456, 0.406]) / [0.229, 0.224, 0.225]
     np.testing.assert_allclose(torchvision[0, 0, 0], expected, rtol=1e-6)
-    caffe = np.asarray(vgg.preprocess(jnp.asarray(x), "caffe"))
+    caffe = np.asarray(vgg19.preprocess(jnp.asarray(x), "caffe"))
     np.testing.assert_allclose(caffe[0, 0, 0], [255.0 - 103.939, 127.5 - 116.779, 0.0 - 123.68], rtol=1e-6)
 
 
 def test_extractor_is_preprocessing_then_module():
-    extractor = vgg.random_feature_extractor(("relu1_2",), seed=1, preprocessing="caffe")
+    extractor = vgg19.random_feature_extractor(("relu1_2",), seed=1, preprocessing="caffe")
     x = jax.random.uniform(jax.random.PRNGKey(2), (1, 8, 8, 3), minval=-1.0, maxval=1.0)
-    manual = vgg.VGG19(layers=("relu1_2",)).apply({"params": extractor.params}, vgg.preprocess(x, "caffe"))
+    manual = vgg19.VGG19(layers=("relu1_2",)).apply({"params": extractor.params}, vgg19.preprocess(x, "caffe"))
     np.testing.assert_allclose(extractor(x)["relu1_2"], manual["relu1_2"], rtol=1e-5, atol=1e-5)
 
 
 def test_no_gradient_to_vgg_params_but_gradient_to_images():
-    extractor = vgg.random_feature_extractor(("relu2_2",), seed=0)
+    extractor = vgg19.random_feature_extractor(("relu2_2",), seed=0)
     x = jax.random.uniform(jax.random.PRNGKey(1), (1, 8, 8, 3), minval=-1.0, maxval=1.0)
 
     def total(params, images):
@@ -245,24 +240,16 @@ def test_no_gradient_to_vgg_params_but_gradient_to_images():
 
 
 def test_extractor_works_under_jit_as_argument_and_closure():
-    extractor = vgg.random_feature_extractor(("relu1_1",), seed=0)
+    extractor = vgg19.random_feature_extractor(("relu1_1",), seed=0)
     x = jnp.full((1, 4, 4, 3), 0.25)
     as_argument = jax.jit(lambda fe, images: fe(images))(extractor, x)["relu1_1"]
     as_closure = jax.jit(lambda images: extractor(images))(x)["relu1_1"]
     np.testing.assert_allclose(as_argument, as_closure, rtol=1e-6)
 
 
-def test_vgg_layer_for():
-    assert vgg.vgg_layer_for("vgg22") == "relu2_2"
-    assert vgg.vgg_layer_for("vgg54") == "relu5_4"
-    for bad in ("mse", "vgg29", "vgg66"):
-        with pytest.raises(UserError, match="vgg22"):
-            vgg.vgg_layer_for(bad)
-
-
 def test_unknown_layer_name_is_a_user_error():
-    with pytest.raises(UserError, match="relu5_4"):
-        vgg.random_feature_extractor(("relu5_5",))
+    with pytest.raises(ValueError, match="relu5_4"):
+        vgg19.random_feature_extractor(("relu5_5",))
 
 
 # --------------------------------------------------------------------------- errors
@@ -275,9 +262,9 @@ def _save_npz(path, state):
 
 def test_missing_files_name_the_convert_command(tmp_path):
     with pytest.raises(UserError, match="convert-vgg19"):
-        vgg.load_feature_extractor(tmp_path / "absent.msgpack")
+        vgg_weights.load_feature_extractor(tmp_path / "absent.msgpack")
     with pytest.raises(UserError, match="not found"):
-        vgg.convert_vgg19(tmp_path / "absent.pth", "torchvision", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(tmp_path / "absent.pth", "torchvision", tmp_path / "out.msgpack")
 
 
 def test_pth_without_torch_suggests_safetensors(tmp_path, monkeypatch):
@@ -285,17 +272,17 @@ def test_pth_without_torch_suggests_safetensors(tmp_path, monkeypatch):
     path = tmp_path / "vgg19-dcbb9e9d.pth"
     path.write_bytes(b"")
     with pytest.raises(UserError, match="needs PyTorch.*safetensors or .npz"):
-        vgg.convert_vgg19(path, "torchvision", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(path, "torchvision", tmp_path / "out.msgpack")
 
 
 def test_classifier_only_and_wrong_shape_state_dicts_are_rejected(tmp_path):
     classifier = _save_npz(tmp_path / "classifier.npz", {"classifier.0.weight": np.zeros((4, 8), np.float32)})
     with pytest.raises(UserError, match="features.0.weight.*torchvision.models.vgg19"):
-        vgg.convert_vgg19(classifier, "torchvision", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(classifier, "torchvision", tmp_path / "out.msgpack")
     wrong = {f"features.{i}.weight": np.zeros((64, 3, 3, 3), np.float32) for i in TORCH_INDEX.values()}
     wrong.update({f"features.{i}.bias": np.zeros(64, np.float32) for i in TORCH_INDEX.values()})
     with pytest.raises(UserError, match="conv1_2 has kernel"):
-        vgg.convert_vgg19(_save_npz(tmp_path / "wrong.npz", wrong), "torchvision", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(_save_npz(tmp_path / "wrong.npz", wrong), "torchvision", tmp_path / "out.msgpack")
     assert not (tmp_path / "out.msgpack").exists()
 
 
@@ -305,11 +292,11 @@ def test_wrong_layout_flag_says_which_to_use(tmp_path):
     torch_file = tmp_path / "vgg19.pth"
     torch_file.write_bytes(b"")
     with pytest.raises(UserError, match="--from keras"):
-        vgg.convert_vgg19(keras_file, "torchvision", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(keras_file, "torchvision", tmp_path / "out.msgpack")
     with pytest.raises(UserError, match="--from torchvision"):
-        vgg.convert_vgg19(torch_file, "keras", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(torch_file, "keras", tmp_path / "out.msgpack")
     with pytest.raises(UserError, match="convert it first: srgan-jax convert-vgg19 .*--from keras"):
-        vgg.load_feature_extractor(keras_file)
+        vgg_weights.load_feature_extractor(keras_file)
 
 
 def test_non_vgg_keras_file_is_rejected(tmp_path):
@@ -317,25 +304,25 @@ def test_non_vgg_keras_file_is_rejected(tmp_path):
     with h5py.File(path, "w") as h5:
         h5.create_group("dense").create_dataset("kernel", data=np.zeros((4, 4), np.float32))
     with pytest.raises(UserError, match="no VGG19 conv layers"):
-        vgg.convert_vgg19(path, "keras", tmp_path / "out.msgpack")
+        vgg_weights.convert_vgg19(path, "keras", tmp_path / "out.msgpack")
 
 
 def test_converted_file_without_sidecar_or_with_wrong_shapes(tmp_path):
-    extractor = vgg.random_feature_extractor(("relu5_4",), seed=0)
+    extractor = vgg19.random_feature_extractor(("relu5_4",), seed=0)
     params = jax.tree_util.tree_map(np.asarray, extractor.params)
     path = tmp_path / "vgg19.msgpack"
     path.write_bytes(flax.serialization.msgpack_serialize({"params": params}))
     with pytest.raises(UserError, match="no sidecar .*convert-vgg19"):
-        vgg.load_feature_extractor(path)
+        vgg_weights.load_feature_extractor(path)
 
     params["conv5_4"]["kernel"] = params["conv5_4"]["kernel"][..., :8]
     data = flax.serialization.msgpack_serialize({"params": params})
     path.write_bytes(data)
-    vgg.sidecar_path(path).write_text(json.dumps(
+    vgg_weights.sidecar_path(path).write_text(json.dumps(
         {"preprocessing": "torchvision", "sha256": hashlib.sha256(data).hexdigest()}))
     with pytest.raises(UserError, match="conv5_4 has kernel .*convert-vgg19"):
-        vgg.load_feature_extractor(path)
+        vgg_weights.load_feature_extractor(path)
 
     path.write_bytes(data + b"x")
     with pytest.raises(UserError, match="sha256 mismatch"):
-        vgg.load_feature_extractor(path)
+        vgg_weights.load_feature_extractor(path)

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 from jax import lax
 
-from srgan_jax import xla_cpu
-from srgan_jax.models import Discriminator, Generator
+from srgan_jax import models, xla_cpu
+from srgan_jax.config import GeneratorSpec
 
 NHWC = ("NHWC", "HWIO", "NHWC")
 
@@ -89,11 +89,13 @@ def test_nn_conv_with_either_form_keeps_nn_conv_parameters_and_output():
 
 
 @pytest.mark.skipif(not xla_cpu.on_cpu(), reason="the CPU forms are only used when JAX runs on the CPU")
-def test_models_use_the_cpu_forms_on_cpu():
-    g_jaxpr = str(jax.make_jaxpr(lambda x: Generator(num_blocks=1, features=8).init_with_output(
-        jax.random.key(0), x))(jnp.zeros((1, 6, 6, 3))))
+def test_the_model_factory_hands_the_cpu_forms_to_the_networks():
+    generator = models.create_generator(GeneratorSpec(num_blocks=1, features=8))
+    assert generator.tail_conv is xla_cpu.row_split_conv
+    g_jaxpr = str(jax.make_jaxpr(lambda x: generator.init_with_output(jax.random.key(0), x))(jnp.zeros((1, 6, 6, 3))))
     assert "27]" in g_jaxpr  # the tail's 1 x 9 convolution to 9 * 3 channels
-    d = Discriminator()
+    d = models.create_discriminator()
+    assert d.strided_conv is xla_cpu.stride2_conv
     x = jnp.zeros((2, 32, 32, 3))
     variables = d.init(jax.random.key(0), x)
     d_jaxpr = str(jax.make_jaxpr(lambda x: d.apply(variables, x, mutable=["batch_stats"]))(x))
@@ -101,13 +103,13 @@ def test_models_use_the_cpu_forms_on_cpu():
 
 
 @pytest.mark.skipif(not xla_cpu.on_cpu(), reason="compiler options are only set for XLA:CPU")
-def test_compiler_options_take_convolutions_off_ynnpack_and_keep_results():
+def test_jit_takes_convolutions_off_ynnpack_and_keeps_results():
     options = xla_cpu.compiler_options()
     assert options is not None and "xla_cpu_experimental_ynn_fusion_type" in options
     x = jax.random.normal(jax.random.key(0), (16, 48, 48, 64))
     kernel = jax.random.normal(jax.random.key(1), (3, 3, 64, 64)) / 24.0
     f = lambda x, k: jnp.tanh(reference(x, k, (1, 1), "SAME"))  # noqa: E731
-    default, ours = jax.jit(f).lower(x, kernel).compile(), jax.jit(f, compiler_options=options).lower(x, kernel).compile()
+    default, ours = jax.jit(f).lower(x, kernel).compile(), xla_cpu.jit(f).lower(x, kernel).compile()
     assert "__ynn_fusion" in default.as_text() and "__ynn_fusion" not in ours.as_text()
     np.testing.assert_allclose(ours(x, kernel), default(x, kernel), atol=1e-5)
 

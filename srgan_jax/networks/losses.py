@@ -12,6 +12,8 @@ import jax
 import jax.numpy as jnp
 
 FeatureFn = Callable[[jax.Array], Mapping[str, jax.Array]]
+# (sr, hr) -> scalar: `mse_loss`, or `vgg_content_loss` with its features and layer bound.
+ContentLoss = Callable[[jax.Array, jax.Array], jax.Array]
 
 # SPEC: VGG features are divided by 12.75 so that the VGG loss is on the scale of the MSE.
 VGG_FEATURE_SCALE = 1.0 / 12.75
@@ -25,7 +27,7 @@ def mse_loss(sr: jax.Array, hr: jax.Array) -> jax.Array:
 def vgg_content_loss(features: FeatureFn, sr: jax.Array, hr: jax.Array, layer: str) -> jax.Array:
     """VGG i.j loss: mean squared distance of phi_ij(sr) and phi_ij(hr), features / 12.75.
 
-    `features` maps [-1, 1] NHWC images to a dict of feature maps (see `srgan_jax.vgg`)
+    `features` maps [-1, 1] NHWC images to a dict of feature maps (`vgg19.VGGFeatures`)
     and must hold the VGG weights frozen; the HR features get no gradient.
     """
     sr_features = features(sr)[layer].astype(jnp.float32) * VGG_FEATURE_SCALE

@@ -1,8 +1,7 @@
-"""Inference: tiling equals the whole-image forward pass, fixed compile shapes, image files, CLI."""
+"""Upscaling: tiling equals the whole-image forward pass, fixed compile shapes, image files, CLI."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import jax
@@ -12,13 +11,15 @@ import pytest
 from PIL import Image
 
 import srgan_jax
-from srgan_jax import checkpoints, cli, inference, train
+from configs import quickstart
+from srgan_jax import checkpoints, cli, metrics, models
+from srgan_jax.config import GeneratorSpec
+from srgan_jax.data.imresize import imresize, upscale_nearest
 from srgan_jax.errors import UserError
-from srgan_jax.imresize import imresize, upscale_nearest
-from srgan_jax.models import Generator
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from configs import quickstart  # noqa: E402
+from srgan_jax.metrics import sr_to_uint8
+from srgan_jax.networks.generator import Generator
+from srgan_jax.training.state import create_state, generator_variables
+from srgan_jax.upscaling import engine
 
 # LR receptive-field radius of the 1-block generator: 9x9 head (4) + 2 block convs (2) + body
 # conv (1) + LR upsample conv (1) + x2 upsample conv (0.5) + 9x9 tail at x4 (1), rounded up.
@@ -38,42 +39,41 @@ def checkpoint(tmp_path_factory) -> Path:
     config.model.num_blocks, config.model.features = 1, 8
     config.data.hr_size = 32
     config.loss.adversarial_weight = 0.0
-    generator, _ = train.create_models(config)
-    state = train.create_state(config, jax.random.key(1), generator, None)
+    generator, _ = models.create_models(config)
+    state = create_state(config, jax.random.key(1), generator, None)
     # Running averages away from (0, 1), so restoring them wrongly would show.
     rng = np.random.default_rng(0)
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
     state = state.replace(g=state.g.replace(batch_stats=stats))
     workdir = tmp_path_factory.mktemp("workdir")
     latest, _ = checkpoints.create_managers(workdir, keep=1)
-    checkpoints.save(latest, 2, state, train.generator_variables(state),
-                     {"model": train.model_config(config), "config": {}, "step": 2})
+    checkpoints.save(latest, 2, state, generator_variables(state), config)
     latest.wait_until_finished()
     return workdir
 
 
 @pytest.fixture(scope="module")
-def model(checkpoint) -> inference.Upscaler:
-    return inference.load_generator(checkpoint, tile=48, overlap=12, batch=2)
+def model(checkpoint) -> engine.Upscaler:
+    return engine.load_generator(checkpoint, tile=48, overlap=12, batch=2)
 
 
-def nearest_upscaler(**tiling) -> inference.Upscaler:
+def nearest_upscaler(**tiling) -> engine.Upscaler:
     """An 'identity' generator: nearest-neighbour x4 of the LR, mapped to [-1, 1]."""
 
     def apply(variables, lr, valid):
         return jnp.repeat(jnp.repeat(lr, 4, axis=1), 4, axis=2) * 2.0 - 1.0
 
-    return inference.Upscaler(jax.jit(apply), None, 4, **tiling)
+    return engine.Upscaler(jax.jit(apply), None, 4, **tiling)
 
 
-def whole_image(upscaler: inference.Upscaler, lr: np.ndarray) -> np.ndarray:
+def whole_image(upscaler: engine.Upscaler, lr: np.ndarray) -> np.ndarray:
     """The untiled reference: the plain generator on the exact image."""
-    sr = Generator(**upscaler.model).apply(upscaler.variables, lr[None].astype(np.float32) / 255.0, train=False)
-    return inference.sr_to_uint8(np.asarray(sr[0]))
+    sr = Generator(**upscaler.spec.to_dict()).apply(upscaler.variables, lr[None].astype(np.float32) / 255.0, train=False)
+    return sr_to_uint8(np.asarray(sr[0]))
 
 
 def interior_edges(length: int, tile: int, overlap: int) -> list[int]:
-    starts = inference.tile_starts(length, tile, overlap)
+    starts = engine.tile_starts(length, tile, overlap)
     return [s for s in starts if s > 0] + [s + tile for s in starts if s + tile < length]
 
 
@@ -95,11 +95,11 @@ def seam_mask(h: int, w: int, tile: int, overlap: int, scale: int = 4) -> np.nda
 @pytest.mark.parametrize("length,tile,overlap", [(130, 48, 12), (49, 48, 12), (1000, 128, 16), (300, 64, 0),
                                                  (97, 32, 31)])
 def test_tiles_cover_the_image_and_weights_sum_to_one(length, tile, overlap):
-    starts = inference.tile_starts(length, tile, overlap)
+    starts = engine.tile_starts(length, tile, overlap)
     assert starts[0] == 0 and starts[-1] == length - tile
     assert all(a + tile - b >= overlap for a, b in zip(starts, starts[1:]))
     total = np.zeros(length * 4)
-    for start, weight in zip(starts, inference.blend_weights(starts, tile, 4)):
+    for start, weight in zip(starts, engine.blend_weights(starts, tile, 4)):
         assert weight.min() >= 0
         total[start * 4:(start + tile) * 4] += weight
     np.testing.assert_allclose(total, 1.0, atol=1e-6)
@@ -107,8 +107,8 @@ def test_tiles_cover_the_image_and_weights_sum_to_one(length, tile, overlap):
 
 def test_uint8_conversion_is_exact_for_every_level():
     levels = np.arange(256)
-    np.testing.assert_array_equal(inference.sr_to_uint8(levels / 127.5 - 1.0), levels)
-    np.testing.assert_array_equal(inference.sr_to_uint8(np.array([-1.5, 1.5])), [0, 255])
+    np.testing.assert_array_equal(sr_to_uint8(levels / 127.5 - 1.0), levels)
+    np.testing.assert_array_equal(sr_to_uint8(np.array([-1.5, 1.5])), [0, 255])
 
 
 @pytest.mark.parametrize("tiling", [dict(tile=16, overlap=4, batch=3), dict(tile=24, overlap=10, batch=1),
@@ -131,7 +131,7 @@ def test_tiling_pipeline_is_colour_neutral(tiling):
 
 def test_resize_alpha_equals_imresize_in_bands():
     alpha = smooth_image(150, 41, seed=5)[..., 0]  # 600 output rows: two bands
-    np.testing.assert_array_equal(inference.resize_alpha(alpha, 4), imresize(alpha, scale=4))
+    np.testing.assert_array_equal(engine.resize_alpha(alpha, 4), imresize(alpha, scale=4))
 
 
 def test_bad_tiling_is_a_user_error():
@@ -163,7 +163,7 @@ def test_masked_apply_ignores_the_padding(model):
     padded = np.random.default_rng(0).uniform(size=(1, 32, 48, 3)).astype(np.float32)
     padded[0, :20, :30] = lr
     sr = model.apply(model.variables, padded, np.array([20, 30], np.int32))[0, :80, :120]
-    exact = Generator(**model.model).apply(model.variables, lr[None], train=False)[0]
+    exact = Generator(**model.spec.to_dict()).apply(model.variables, lr[None], train=False)[0]
     np.testing.assert_allclose(sr, exact, atol=1e-5)
 
 
@@ -191,7 +191,7 @@ def test_flat_colour_has_no_tile_dependent_shift(model):
 
 
 def test_compiles_once_per_tile_shape(checkpoint):
-    upscaler = inference.load_generator(checkpoint, tile=48, overlap=12, batch=2)
+    upscaler = engine.load_generator(checkpoint, tile=48, overlap=12, batch=2)
     # Tiled images share [2, 48, 48]; small ones are bucketed to multiples of 32 (<= 48).
     sizes = [(130, 110), (60, 200), (49, 49), (20, 30), (25, 17), (40, 33), (48, 48), (33, 20)]
     expected = {(2, 48, 48), (1, 32, 32), (1, 48, 48), (1, 48, 32)}
@@ -205,31 +205,29 @@ def test_compiles_once_per_tile_shape(checkpoint):
 
 def test_load_generator_is_exported_and_reads_the_model_config(checkpoint):
     upscaler = srgan_jax.load_generator(str(checkpoint))
-    assert upscaler.scale == 4 and upscaler.model == {"num_blocks": 1, "features": 8, "scale": 4}
+    assert upscaler.scale == 4 and upscaler.spec == GeneratorSpec(num_blocks=1, features=8, scale=4)
     bf16 = srgan_jax.load_generator(checkpoint / "checkpoints" / "2", dtype="bfloat16", tile=0)
     lr = smooth_image(24, 20)
     assert np.abs(bf16(lr).astype(int) - upscaler(lr).astype(int)).mean() < 2
 
 
-def test_missing_checkpoints_are_user_errors(tmp_path, monkeypatch):
-    monkeypatch.setattr(inference, "DEFAULT_CHECKPOINT", tmp_path / "pretrained" / "srresnet_x4")
-    with pytest.raises(UserError, match="no --checkpoint given and the pretrained SRResNet x4 is not "
-                                        "installed: pass --checkpoint WORKDIR"):
-        inference.load_generator()
+def test_missing_checkpoints_are_user_errors(tmp_path):
+    with pytest.raises(UserError, match="the shipped generator no_such_model is not installed .*pass --checkpoint"):
+        checkpoints.shipped_checkpoint("no_such_model")
     with pytest.raises(UserError, match="does not exist"):
-        inference.load_generator(tmp_path / "nope")
+        engine.load_generator(tmp_path / "nope")
     with pytest.raises(UserError, match="no generator checkpoint"):
-        inference.load_generator(tmp_path)
+        engine.load_generator(tmp_path)
 
 
 # --------------------------------------------------------------------------- upscale command
 
 
 @pytest.fixture
-def identity(monkeypatch) -> inference.Upscaler:
+def identity(monkeypatch) -> engine.Upscaler:
     """Make the CLI use the identity-like generator, so file handling can be checked exactly."""
     upscaler = nearest_upscaler(tile=16, overlap=4)
-    monkeypatch.setattr(inference, "load_generator", lambda *args, **kwargs: upscaler)
+    monkeypatch.setattr(engine, "load_generator", lambda *args, **kwargs: upscaler)
     return upscaler
 
 
@@ -370,3 +368,17 @@ def test_compare_writes_a_figure_of_the_expected_size(checkpoint, tmp_path, caps
     assert Image.open(figure).size == (4 * (192 + 8) + 8, 8 + 144 + 34)
     assert cli.main(args + ["--crop", "60,0,10,10"]) == 2
     assert "--crop 60,0,10,10 is not inside the 64x48 SR image" in capsys.readouterr().err
+
+
+def test_the_shipped_generator_is_found_from_any_directory_and_beats_bicubic(tmp_path, monkeypatch):
+    """No --checkpoint: the shipped SRResNet x4 comes from the package data, whatever the cwd."""
+    skimage_data = pytest.importorskip("skimage.data", reason="scikit-image supplies the test photo")
+    monkeypatch.chdir(tmp_path)
+    assert (checkpoints.shipped_checkpoint() / "generator").is_dir()
+    upscaler = srgan_jax.load_generator()
+    assert upscaler.spec == GeneratorSpec(num_blocks=16, features=64, scale=4)
+    hr = skimage_data.astronaut()[64:224, 160:320]  # face and suit: edges and texture
+    lr = imresize(hr, scale=0.25)
+    sr = upscaler(lr)
+    assert sr.shape == hr.shape and sr.dtype == np.uint8
+    assert metrics.psnr(sr, hr) > metrics.psnr(imresize(lr, scale=4), hr) + 0.5

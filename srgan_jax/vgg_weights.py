@@ -1,15 +1,8 @@
-"""Frozen ImageNet VGG19 feature extractor for the VGG content loss (SPEC "Losses").
-
-`VGG19` is the 16-convolution body of Simonyan & Zisserman's network (3x3 SAME convs,
-2x2 max-pools between the five blocks, no classifier), NHWC, with one parameter
-collection per conv named `conv1_1` ... `conv5_4` (kernel HWIO, bias). Outputs are named
-`reluI_J` (after the ReLU: the paper's phi_ij) or `convI_J` (before it).
+"""ImageNet VGG19 weight files for the VGG content loss: reading, checking and converting them.
 
 Pre-trained weights come from torchvision or Keras and are converted once to a Flax
 msgpack file plus a JSON sidecar (`<file>.json`) that records where they came from and
-the input preprocessing they expect:
-  torchvision: RGB in [0, 1], minus mean (0.485, 0.456, 0.406), divided by std (0.229, 0.224, 0.225)
-  caffe (Keras): BGR in [0, 255], minus mean (103.939, 116.779, 123.68) (B, G, R order)
+the input preprocessing they expect (`networks.vgg19.PREPROCESSING`).
 """
 
 from __future__ import annotations
@@ -23,141 +16,22 @@ import zipfile
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-import flax.linen as nn
 import flax.serialization
-import flax.struct
 import jax
 import jax.numpy as jnp
 import numpy as np
 
 from srgan_jax.errors import UserError
-
-Dtype = Any
-Params = dict[str, dict[str, Any]]
-
-# (name, input channels, output channels) of the 16 convs, in network order.
-_BLOCK_SIZES = ((1, 2, 3, 64), (2, 2, 64, 128), (3, 4, 128, 256), (4, 4, 256, 512), (5, 4, 512, 512))
-CONVS: tuple[tuple[str, int, int], ...] = tuple(
-    (f"conv{block}_{j}", in_ch if j == 1 else out_ch, out_ch)
-    for block, count, in_ch, out_ch in _BLOCK_SIZES
-    for j in range(1, count + 1)
-)
-LAYER_NAMES: tuple[str, ...] = tuple(
-    name for conv, _, _ in CONVS for name in (conv, conv.replace("conv", "relu"))
-)
+from srgan_jax.networks.vgg19 import CONVS, PREPROCESSING, Dtype, Params, VGGFeatures, check_layers
 
 # torchvision `vgg19().features` indices of the 16 convs (ReLUs and pools sit between them).
 _TORCHVISION_INDICES = (0, 2, 5, 7, 10, 12, 14, 16, 19, 21, 23, 25, 28, 30, 32, 34)
 
-PREPROCESSING = {
-    "torchvision": {"channel_order": "RGB", "input_range": [0.0, 1.0],
-                    "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]},
-    "caffe": {"channel_order": "BGR", "input_range": [0.0, 255.0],
-              "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]},
-}
 _LAYOUT_PREPROCESSING = {"torchvision": "torchvision", "keras": "caffe"}
 _TORCH_SUFFIXES = (".pth", ".pt", ".safetensors", ".npz")
 _KERAS_SUFFIXES = (".h5", ".hdf5", ".keras")
-_CONVERT_HINT = ("srgan-jax convert-vgg19 vgg19-dcbb9e9d.pth --from torchvision --out pretrained/vgg19.msgpack"
+_CONVERT_HINT = ("srgan-jax convert-vgg19 vgg19-dcbb9e9d.pth --from torchvision --out vgg19.msgpack"
                  " (see pretrained/README.md)")
-
-
-def _check_layers(layers: Sequence[str]) -> None:
-    if isinstance(layers, str) or not layers:
-        raise UserError(f"VGG19 layers must be a non-empty list of names such as ('relu5_4',), got {layers!r}")
-    unknown = [name for name in layers if name not in LAYER_NAMES]
-    if unknown:
-        raise UserError(f"unknown VGG19 layer(s) {unknown}: use reluI_J or convI_J, one of {', '.join(LAYER_NAMES)}")
-
-
-class VGG19(nn.Module):
-    """VGG19 convolutional body: preprocessed NHWC images -> {layer name: feature map}.
-
-    Input: [B, H, W, 3], already preprocessed for the weights (see `preprocess`).
-    Output: the requested `layers` only, each [B, H / 2^(i-1), W / 2^(i-1), C] for block i;
-    the network stops after the deepest requested layer, so shallower requests cost less
-    and only create (or read) the params of the convs they use.
-    """
-
-    layers: Sequence[str] = ("relu5_4",)
-    dtype: Dtype = jnp.float32
-
-    @nn.compact
-    def __call__(self, x: jax.Array) -> dict[str, jax.Array]:
-        _check_layers(self.layers)
-        wanted = set(self.layers)
-        last = max(LAYER_NAMES.index(name) for name in wanted)
-        features = {}
-        x = x.astype(self.dtype)
-        for index, (conv_name, _, out_ch) in enumerate(CONVS):
-            if conv_name.endswith("_1") and index > 0:
-                x = nn.max_pool(x, (2, 2), strides=(2, 2), padding="VALID")
-            # He-normal (torchvision's VGG init) matters only for `random_feature_extractor`.
-            x = nn.Conv(out_ch, (3, 3), padding="SAME", dtype=self.dtype, name=conv_name,
-                        kernel_init=nn.initializers.variance_scaling(2.0, "fan_out", "normal"))(x)
-            if conv_name in wanted:
-                features[conv_name] = x
-            x = nn.relu(x)
-            relu_name = conv_name.replace("conv", "relu")
-            if relu_name in wanted:
-                features[relu_name] = x
-            if LAYER_NAMES.index(relu_name) >= last:
-                break
-        return features
-
-
-def preprocess(images: jax.Array, preprocessing: str) -> jax.Array:
-    """Generator-range images [B, H, W, 3] RGB in [-1, 1] -> the input the VGG weights expect.
-
-    "torchvision": RGB, (x01 - mean) / std. "caffe": BGR, 255 * x01 - mean_bgr.
-    """
-    if preprocessing not in PREPROCESSING:
-        raise UserError(f"unknown VGG19 preprocessing {preprocessing!r}: expected one of {sorted(PREPROCESSING)}")
-    convention = PREPROCESSING[preprocessing]
-    x = (images + 1.0) * 0.5
-    if convention["channel_order"] == "BGR":
-        x = x[..., ::-1]
-    x = x * convention["input_range"][1]
-    mean = jnp.asarray(convention["mean"], images.dtype)
-    std = jnp.asarray(convention["std"], images.dtype)
-    return (x - mean) / std
-
-
-@flax.struct.dataclass
-class VGGFeatures:
-    """Frozen VGG19 features: call with [B, H, W, 3] RGB images in [-1, 1] (generator range).
-
-    Returns {layer: [B, h, w, C]} in `dtype`. A pytree: pass it into `jax.jit` as an argument
-    or close over it. Its params are wrapped in `stop_gradient`, so gradients reach the
-    input images but never the VGG weights.
-    """
-
-    params: Params
-    layers: tuple[str, ...] = flax.struct.field(pytree_node=False)
-    preprocessing: str = flax.struct.field(pytree_node=False)
-    dtype: Dtype = flax.struct.field(pytree_node=False, default=jnp.float32)
-
-    def __call__(self, images: jax.Array) -> dict[str, jax.Array]:
-        params = jax.lax.stop_gradient(self.params)
-        x = preprocess(images.astype(jnp.float32), self.preprocessing)
-        return VGG19(layers=self.layers, dtype=self.dtype).apply({"params": params}, x)
-
-
-def vgg_layer_for(content: str) -> str:
-    """Content-loss name -> VGG layer: "vgg22" -> "relu2_2", "vgg54" -> "relu5_4" (phi_ij after ReLU)."""
-    match = re.fullmatch(r"vgg(\d)(\d)", content.lower())
-    layer = f"relu{match.group(1)}_{match.group(2)}" if match else None
-    if layer not in LAYER_NAMES:
-        raise UserError(f"content loss {content!r} is not a VGG loss: expected vggIJ such as vgg22 or vgg54")
-    return layer
-
-
-def random_feature_extractor(layers: Sequence[str] = ("relu5_4",), seed: int = 0,
-                             dtype: Dtype = jnp.float32, preprocessing: str = "torchvision") -> VGGFeatures:
-    """VGG19 with random (He-normal) weights: same FLOPs as the real one, for tests and benchmarks only."""
-    _check_layers(layers)
-    variables = VGG19(layers=("relu5_4",)).init(jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)))
-    return VGGFeatures(params=variables["params"], layers=tuple(layers), preprocessing=preprocessing, dtype=dtype)
 
 
 def sidecar_path(path: str | Path) -> Path:
@@ -189,7 +63,7 @@ def load_params(path: str | Path) -> tuple[Params, dict]:
     if path.suffix.lower() in _TORCH_SUFFIXES + _KERAS_SUFFIXES:
         layout = "torchvision" if path.suffix.lower() in _TORCH_SUFFIXES else "keras"
         raise UserError(f"{path} is an unconverted {layout} file; convert it first: "
-                        f"srgan-jax convert-vgg19 {path} --from {layout} --out pretrained/vgg19.msgpack")
+                        f"srgan-jax convert-vgg19 {path} --from {layout} --out vgg19.msgpack")
     meta_path = sidecar_path(path)
     if not meta_path.is_file():
         raise UserError(f"{path} has no sidecar {meta_path} (its preprocessing is unknown); "
@@ -218,7 +92,7 @@ def load_feature_extractor(path: str | Path, layers: Sequence[str] = ("relu5_4",
     The preprocessing (torchvision or caffe) is the one recorded in the sidecar
     `<path>.json` by `srgan-jax convert-vgg19`. `dtype` is the compute dtype; params stay float32.
     """
-    _check_layers(layers)
+    check_layers(layers)
     params, meta = load_params(path)
     return VGGFeatures(params=jax.tree_util.tree_map(jnp.asarray, params), layers=tuple(layers),
                        preprocessing=meta["preprocessing"], dtype=dtype)

@@ -11,19 +11,16 @@ weight matrix W of shape [out, in] such that resized = W @ x along that axis:
 - Out-of-range taps are mirrored symmetrically (x[-1] = x[0], like MATLAB's `padarray
   'symmetric'`), and folded into the dense matrix here.
 
-`resize_matrix` exposes W so that fast paths (JAX, tf.data) are plain matrix products
+`resize_matrix` exposes W so that fast paths (NumPy batches, tf.data) are plain matrix products
 with the same numbers as the float64 reference `imresize`.
 """
 
 from __future__ import annotations
 
 import math
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import numpy as np
-
-if TYPE_CHECKING:
-    import jax
 
 
 def cubic(x: np.ndarray) -> np.ndarray:
@@ -119,31 +116,6 @@ def imresize(
         if is_uint8:
             out = np.clip(np.round(out), 0, 255)
     return out.astype(np.uint8) if is_uint8 else out
-
-
-def imresize_batch(images: jax.Array | np.ndarray, scale: float) -> jax.Array:
-    """MATLAB-exact bicubic resize in JAX (jit-friendly; shapes and `scale` are static).
-
-    Args:
-      images: [B, H, W, C] or [H, W, C] float array, any range (typically [0, 1]); not
-        rounded or clipped, so it matches the float reference `imresize` (to ~1e-6 on
-        [0, 1] images), not its uint8 path.
-      scale: factor applied to both axes; output size ceil(H * scale) x ceil(W * scale).
-
-    Returns:
-      float32 array [B, oH, oW, C] (or [oH, oW, C]), using the `resize_matrix` weights.
-    """
-    import jax
-    import jax.numpy as jnp
-
-    if images.ndim not in (3, 4):
-        raise ValueError(f"imresize_batch: expected [B, H, W, C] or [H, W, C], got shape {images.shape}")
-    h, w = images.shape[-3], images.shape[-2]
-    rows = jnp.asarray(resize_matrix(h, output_size(h, scale), scale), jnp.float32)
-    cols = jnp.asarray(resize_matrix(w, output_size(w, scale), scale), jnp.float32)
-    highest = jax.lax.Precision.HIGHEST
-    out = jnp.einsum("oh,...hwc->...owc", rows, jnp.asarray(images, jnp.float32), precision=highest)
-    return jnp.einsum("pw,...owc->...opc", cols, out, precision=highest)
 
 
 def upscale_nearest(image: np.ndarray, scale: int = 4) -> np.ndarray:

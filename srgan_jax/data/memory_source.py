@@ -3,7 +3,7 @@
 For small training sets (T91, BSD200, scikit-image's sample photos) and for machines
 without TensorFlow. Every batch is a pure function of (seed, step, process index), so
 a run restarted at step N sees exactly the batches an uninterrupted run would have seen.
-Batches match `srgan_jax.input_pipeline`'s: LR = MATLAB-exact bicubic of the HR crop.
+Batches match `srgan_jax.data.tfds_source`'s: LR = MATLAB-exact bicubic of the HR crop.
 """
 
 from __future__ import annotations
@@ -13,25 +13,23 @@ from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
+
+from srgan_jax.data.images import DECODE_ERRORS, list_images, read_rgb
+from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
-from srgan_jax.images import find_images, read_rgb
-from srgan_jax.imresize import resize_matrix
-
-def list_images(folder: str | Path) -> list[Path]:
-    """Image files under `folder` (recursive), sorted for determinism."""
-    folder = Path(folder)
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder} does not exist: check config.data.image_dir / eval.image_dir")
-    return find_images(folder)
 
 
-def load_folder(folder: str | Path) -> dict[str, np.ndarray]:
-    """Decode every image under `folder`; unreadable files are skipped with a warning naming them."""
+def load_folder(folder: str | Path, what: str) -> dict[str, np.ndarray]:
+    """Decode every image under `folder` (named `what` in errors, e.g. "config.data.image_dir").
+
+    Unreadable files are skipped with a warning naming them.
+    """
+    folder = Path(folder).expanduser()
     images = {}
-    for path in list_images(folder):
+    for path in list_images(folder, what):
         try:
             images[str(path.relative_to(folder))] = read_rgb(path)
-        except (OSError, ValueError) as err:
+        except DECODE_ERRORS as err:
             logging.warning("skipping unreadable image %s: %s", path, err)
     if not images:
         raise UserError(f"no readable images in {folder}: add PNG/JPEG/BMP files or fix the path")

@@ -42,11 +42,12 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from srgan_jax.data.images import DECODE_ERRORS, list_images, read_rgb
+from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
-from srgan_jax.images import find_images, read_rgb
-from srgan_jax.imresize import imresize, resize_matrix
 
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_EXIF_ORIENTATION = 0x0112
 
 
 @functools.cache
@@ -58,17 +59,6 @@ def _hide_gpus_from_tf() -> None:
         logging.warning("could not hide GPUs from TensorFlow: %s", err)
 
 
-def list_images(image_dir: str | Path) -> list[Path]:
-    """PNG/JPEG/BMP files under `image_dir` (recursive), sorted; UserError if none or no folder."""
-    folder = Path(image_dir).expanduser()
-    if not folder.is_dir():
-        raise UserError(f"image folder {folder} does not exist: set config.data.image_dir to a folder of images")
-    files = find_images(folder)
-    if not files:
-        raise UserError(f"no PNG/JPEG/BMP/WebP/TIFF images in {folder}: add training images or fix config.data.image_dir")
-    return files
-
-
 def _folder_digest(folder: Path, files: list[Path]) -> str:
     digest = hashlib.sha256(str(folder.resolve()).encode())
     for path in files:
@@ -77,8 +67,10 @@ def _folder_digest(folder: Path, files: list[Path]) -> str:
     return digest.hexdigest()[:16]
 
 
-def _is_plain_8bit(path: Path, encoded: bytes, mode: str) -> bool:
-    """True if TF's decoder yields the same RGB as `read_rgb`: 8-bit gray/RGB PNG or JPEG."""
+def _is_plain_8bit(path: Path, encoded: bytes, mode: str, upright: bool) -> bool:
+    """True if TF's decoder yields the same RGB as `read_rgb`: 8-bit gray/RGB PNG or JPEG, no EXIF rotation."""
+    if not upright:
+        return False
     if encoded.startswith(_PNG_SIGNATURE):
         bit_depth, colour_type = encoded[24], encoded[25]  # IHDR fields
         return bit_depth == 8 and colour_type in (0, 2)
@@ -101,7 +93,7 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
 
     def __init__(self, *, image_dir: str | Path, **kwargs: Any):
         self._folder = Path(image_dir).expanduser()
-        self._files = list_images(self._folder)
+        self._files = list_images(self._folder, "config.data.image_dir")
         config = tfds.core.BuilderConfig(
             name=f"folder_{_folder_digest(self._folder, self._files)}", description=str(self._folder.resolve()))
         super().__init__(config=config, **kwargs)
@@ -126,22 +118,22 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             try:
                 with Image.open(path) as probe:
                     mode = probe.mode
+                    upright = probe.getexif().get(_EXIF_ORIENTATION, 1) == 1
                 pixels = read_rgb(path)  # Full decode: finds truncated and corrupt files.
-            except (OSError, ValueError, Image.DecompressionBombError) as err:
+            except DECODE_ERRORS as err:
                 skipped += 1
                 logging.warning("skipping unreadable image %s: %s", path, err)
                 continue
             encoded = path.read_bytes()
-            yield name, {"image": encoded if _is_plain_8bit(path, encoded, mode) else pixels, "name": name}
+            yield name, {"image": encoded if _is_plain_8bit(path, encoded, mode, upright) else pixels, "name": name}
         if skipped:
             logging.warning("skipped %d unreadable image(s) of %d in %s", skipped, len(self._files), self._folder)
 
 
 def _builder(data_config: ml_collections.ConfigDict) -> tuple[tfds.core.DatasetBuilder, str, str | None]:
     """Prepared builder, its HR image feature and its LR feature (None unless use_dataset_lr)."""
-    data_dir = data_config.get("tfds_data_dir") or None
-    source = data_config.get("source") or ("folder" if data_config.get("image_dir") else "tfds")
-    if source == "folder":
+    data_dir = data_config.tfds_data_dir or None
+    if data_config.image_dir:
         builder = FolderImages(image_dir=data_config.image_dir, data_dir=data_dir)
         if data_config.use_dataset_lr:
             raise UserError("config.data.use_dataset_lr needs a dataset with LR images: set it False for a folder")
@@ -151,8 +143,6 @@ def _builder(data_config: ml_collections.ConfigDict) -> tuple[tfds.core.DatasetB
         except AssertionError as err:  # tfds refuses to write a split without examples.
             raise UserError(f"no readable image in {data_config.image_dir}: fix or replace the files") from err
         return builder, "image", None
-    if source != "tfds":
-        raise UserError(f"config.data.source={source!r} is not read by tf.data: use 'folder' or 'tfds'")
     try:
         builder = tfds.builder(data_config.tfds_name, data_dir=data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
@@ -274,7 +264,7 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
     total, kept = records.map(big_enough, num_parallel_calls=tf.data.AUTOTUNE).reduce(
         (np.int64(0), np.int64(0)), lambda counts, ok: (counts[0] + 1, counts[1] + tf.cast(ok, tf.int64)))
     total, kept = int(total), int(kept)
-    name = data_config.get("image_dir") or data_config.tfds_name
+    name = data_config.image_dir or data_config.tfds_name
     if kept < total:
         logging.warning("skipping %d of %d training images smaller than the %dx%d crop (%s, process %d)",
                         total - kept, total, hr_size, hr_size, name, process_index)
@@ -324,33 +314,6 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, scale: int,
     """
     return create_train_dataset(data_config, scale=scale, batch_size=batch_size, seed=seed, start_step=start_step,
                                 process_index=process_index, process_count=process_count).as_numpy_iterator()
-
-
-def create_eval_pairs(image_dir: str | Path, *, scale: int) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """Full-image validation pairs for a small folder (e.g. Set5), sorted by path.
-
-    Returns [(name, lr float32 [H/scale, W/scale, 3] (~[0, 1]), hr float32 [H, W, 3] in [-1, 1])]
-    with name the path relative to `image_dir` without suffix, HR cropped at the bottom/right to a
-    multiple of `scale` and LR = MATLAB bicubic of it (float, not quantised).
-    """
-    folder = Path(image_dir).expanduser()
-    pairs = []
-    for path in list_images(folder):
-        try:
-            image = read_rgb(path)
-        except (OSError, ValueError) as err:
-            logging.warning("skipping unreadable validation image %s: %s", path, err)
-            continue
-        height, width = image.shape[0] - image.shape[0] % scale, image.shape[1] - image.shape[1] % scale
-        if not height or not width:
-            logging.warning("skipping validation image %s: smaller than the scale %d", path, scale)
-            continue
-        hr = image[:height, :width].astype(np.float64) / 255.0
-        lr = imresize(hr, 1.0 / scale).astype(np.float32)
-        pairs.append((str(path.relative_to(folder).with_suffix("")), lr, (hr * 2.0 - 1.0).astype(np.float32)))
-    if not pairs:
-        raise UserError(f"no readable validation image in {folder}: fix the files or the folder")
-    return pairs
 
 
 def measure_throughput(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, num_batches: int,

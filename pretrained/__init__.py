@@ -1,0 +1,1 @@
+"""Shipped generators (installed as package data `srgan_jax.pretrained`); see README.md here."""

@@ -1,0 +1,103 @@
+"""Interpreting a training config (`configs/*.py`): validation, compute dtype, generator spec.
+
+The only module that knows what the config fields mean beyond reading them: the rest of the
+package asks it (`validate`, `compute_dtype`, `GeneratorSpec.from_config`, `uses_gan`,
+`vgg_layer`) instead of interpreting fields itself.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+from typing import Any, Mapping
+
+import jax.numpy as jnp
+import ml_collections
+
+from srgan_jax.errors import UserError
+from srgan_jax.networks.vgg19 import LAYER_NAMES
+
+DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
+CONTENT_LOSSES = ("mse", "vgg22", "vgg54")
+PARALLEL = ("mesh", "pmap")
+
+
+@dataclasses.dataclass(frozen=True)
+class GeneratorSpec:
+    """What rebuilds a trained generator; stored in the metadata of every checkpoint."""
+
+    num_blocks: int = 16
+    features: int = 64
+    scale: int = 4
+
+    @classmethod
+    def from_config(cls, config: ml_collections.ConfigDict) -> GeneratorSpec:
+        return cls(num_blocks=config.model.num_blocks, features=config.model.features, scale=config.model.scale)
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> GeneratorSpec:
+        """The inverse of `to_dict`; ValueError naming the fields when they do not match."""
+        names = {field.name for field in dataclasses.fields(cls)}
+        if set(values) != names:
+            raise ValueError(f"a generator spec has the fields {sorted(names)}, got {sorted(values)}")
+        return cls(**{name: int(values[name]) for name in names})
+
+    def to_dict(self) -> dict[str, int]:
+        return dataclasses.asdict(self)
+
+
+def compute_dtype(name: str) -> Any:
+    """'float32' | 'bfloat16' -> the jnp dtype; UserError naming the choices otherwise."""
+    if name not in DTYPES:
+        raise UserError(f"dtype {name!r} is not one of {', '.join(DTYPES)}: pick one of them")
+    return DTYPES[name]
+
+
+def uses_gan(config: ml_collections.ConfigDict) -> bool:
+    """Whether the config trains a discriminator (an adversarial weight above 0)."""
+    return config.loss.adversarial_weight > 0
+
+
+def vgg_layer(content: str) -> str:
+    """Content-loss name -> VGG layer: "vgg22" -> "relu2_2", "vgg54" -> "relu5_4" (phi_ij after ReLU)."""
+    match = re.fullmatch(r"vgg(\d)(\d)", content.lower())
+    layer = f"relu{match.group(1)}_{match.group(2)}" if match else None
+    if layer not in LAYER_NAMES:
+        raise UserError(f"content loss {content!r} is not a VGG loss: expected vggIJ such as vgg22 or vgg54")
+    return layer
+
+
+def validate(config: ml_collections.ConfigDict) -> None:
+    """Raise one UserError listing every value that cannot work, before anything is compiled."""
+    train, model, data, loss = config.train, config.model, config.data, config.loss
+    problems = []
+    if loss.content not in CONTENT_LOSSES:
+        problems.append(f"loss.content={loss.content!r} is not one of {CONTENT_LOSSES}")
+    elif loss.content != "mse" and not config.vgg_weights:
+        problems.append(f"loss.content={loss.content!r} needs config.vgg_weights, a VGG19 file made by "
+                        "`srgan-jax convert-vgg19` (pretrained/README.md)")
+    if config.dtype not in DTYPES:
+        problems.append(f"dtype={config.dtype!r} is not one of {tuple(DTYPES)}")
+    if config.parallel not in PARALLEL:
+        problems.append(f"parallel={config.parallel!r} is not one of {PARALLEL}")
+    if loss.adversarial_weight < 0:
+        problems.append(f"loss.adversarial_weight={loss.adversarial_weight} must be >= 0")
+    if train.time_limit_s < 0:
+        problems.append(f"train.time_limit_s={train.time_limit_s} must be >= 0 (0: no limit)")
+    for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
+        if train[name] < 1:
+            problems.append(f"train.{name}={train[name]} must be >= 1")
+    if train.num_steps < 0 or train.pretrain_steps < 0:
+        problems.append("train.num_steps and train.pretrain_steps must be >= 0")
+    if not train.learning_rate > 0:
+        problems.append(f"train.learning_rate={train.learning_rate} must be > 0")
+    if model.num_blocks < 1 or model.features < 1:
+        problems.append("model.num_blocks and model.features must be >= 1")
+    if model.scale < 2 or model.scale & (model.scale - 1):
+        problems.append(f"model.scale={model.scale} must be a power of 2 (4 in the paper)")
+    elif data.hr_size % model.scale or data.hr_size < model.scale:
+        problems.append(f"data.hr_size={data.hr_size} must be a multiple of model.scale={model.scale}")
+    if uses_gan(config) and data.hr_size % 16:
+        problems.append(f"data.hr_size={data.hr_size} must be a multiple of 16 for the discriminator")
+    if problems:
+        raise UserError("bad config: " + "; ".join(problems))

@@ -1,0 +1,59 @@
+"""The explicit training state: G's (and for SRGAN D's) params, Adam state and BatchNorm statistics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import ml_collections
+import optax
+from flax.training import train_state
+
+
+class TrainState(train_state.TrainState):
+    """One network's params, Adam state and BatchNorm running statistics."""
+
+    batch_stats: Any
+
+
+@flax.struct.dataclass
+class SRState:
+    """Generator state and, for SRGAN, discriminator state (None for SRResNet)."""
+
+    g: TrainState
+    d: TrainState | None
+
+
+def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
+    """Constant `train.learning_rate`, multiplied by `train.lr_decay` at each of `train.lr_boundaries`."""
+    boundaries = {int(b): config.train.lr_decay for b in config.train.lr_boundaries}
+    return optax.piecewise_constant_schedule(config.train.learning_rate, boundaries)
+
+
+def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    return optax.adam(learning_rate_schedule(config), b1=config.train.b1, b2=config.train.b2)
+
+
+def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
+                 discriminator: nn.Module | None) -> SRState:
+    """Fresh parameters and Adam states for G (and D), on the default device."""
+    g_rng, d_rng = jax.random.split(rng)
+    lr_size = config.data.hr_size // config.model.scale
+    g_vars = generator.init(g_rng, jnp.zeros((1, lr_size, lr_size, 3)), train=False)
+    g = TrainState.create(apply_fn=generator.apply, params=g_vars["params"],
+                          batch_stats=g_vars["batch_stats"], tx=_optimizer(config))
+    d = None
+    if discriminator is not None:
+        hr = config.data.hr_size
+        d_vars = discriminator.init(d_rng, jnp.zeros((1, hr, hr, 3)), train=False)
+        d = TrainState.create(apply_fn=discriminator.apply, params=d_vars["params"],
+                              batch_stats=d_vars["batch_stats"], tx=_optimizer(config))
+    return SRState(g=g, d=d)
+
+
+def generator_variables(state: SRState) -> dict:
+    """G's inference variables: {"params", "batch_stats"}."""
+    return {"params": state.g.params, "batch_stats": state.g.batch_stats}

@@ -1,0 +1,2 @@
+"""Upscaling with a trained generator: the tiled engine (`engine`), image files and the
+`upscale` command (`files`), comparison figures (`figures`)."""

@@ -1,0 +1,141 @@
+"""Image files in and out of `srgan-jax upscale`: output planning, writing, the command itself."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+from PIL import Image
+
+from srgan_jax.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, find_images, read_image
+from srgan_jax.errors import UserError
+from srgan_jax.upscaling import engine
+
+# --format value -> (PIL format, file suffix)
+FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg"),
+           "webp": ("WEBP", ".webp"), "bmp": ("BMP", ".bmp"), "tiff": ("TIFF", ".tif"), "tif": ("TIFF", ".tif")}
+
+
+def write_image(path: Path, sr: np.ndarray, *, gray: bool, file_format: str, icc_profile: bytes | None) -> None:
+    """Save uint8 RGB(A) SR as `file_format`; gray inputs are saved gray (PIL's luma of the RGB).
+
+    JPEG has no alpha: it is dropped. JPEG and WebP are written at quality 95. Written to a
+    temporary name first, so an interrupted run leaves no truncated output.
+    """
+    image = Image.fromarray(sr)
+    if gray:
+        image = image.convert("LA" if sr.shape[-1] == 4 else "L")
+    if file_format == "JPEG" and image.mode in ("LA", "RGBA"):
+        image = image.convert(image.mode[:-1])
+    elif file_format in ("BMP", "WEBP") and image.mode == "LA":
+        image = image.convert("RGBA")
+    options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
+    if icc_profile:
+        options["icc_profile"] = icc_profile
+    partial = path.with_name(path.name + ".part")
+    image.save(partial, format=file_format, **options)
+    os.replace(partial, path)
+
+
+def _format_for(suffix: str) -> str | None:
+    return Image.registered_extensions().get(suffix.lower())
+
+
+def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | None, scale: int
+                 ) -> tuple[list[tuple[Path, Path, str]], list[str]]:
+    """Pair every input image with its output path and PIL format.
+
+    Inputs are files or folders (searched recursively for IMAGE_SUFFIXES). `output` is a
+    file when one input file is given and it has an image suffix; otherwise a folder that
+    mirrors the inputs' relative paths as `<stem>_x<scale><suffix>`. The suffix and format
+    are the input's, or `format_name`'s (a FORMATS key) when given.
+
+    Returns:
+      (jobs, errors): (input, output, PIL format) per image; one line per input that is
+      missing, an empty folder, or whose output would overwrite an input or another output.
+    """
+    output = Path(output)
+    if format_name is not None:
+        format_name = format_name.lower()
+        if format_name not in FORMATS:
+            raise UserError(f"--format {format_name} is not one of {', '.join(FORMATS)}")
+    to_file = (len(inputs) == 1 and Path(inputs[0]).is_file() and not output.is_dir()
+               and output.suffix.lower() in IMAGE_SUFFIXES)
+    if not to_file and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
+        raise UserError(f"-o {output} names a file but the inputs are several images or a folder: "
+                        "pass an output folder")
+    if to_file and format_name and _format_for(output.suffix) != FORMATS[format_name][0]:
+        raise UserError(f"--format {format_name} does not match -o {output}: drop --format or rename the file")
+    files, errors = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            # An output folder inside the input folder holds earlier outputs: not inputs.
+            skip = output.resolve() if output.resolve() != path.resolve() else None
+            found = [p for p in find_images(path) if skip not in p.resolve().parents]
+            if not found:
+                errors.append(f"{path}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+            files += [(p, p.relative_to(path)) for p in found]
+        elif path.is_file():
+            files.append((path, Path(path.name)))
+        else:
+            errors.append(f"{path}: no such file or folder; skipped")
+    sources = {p.resolve() for p, _ in files}
+    jobs, taken = [], {}
+    for path, relative in files:
+        if to_file:
+            target = output
+        else:
+            suffix = FORMATS[format_name][1] if format_name else path.suffix
+            target = output / relative.parent / f"{relative.stem}_x{scale}{suffix}"
+        file_format = FORMATS[format_name][0] if format_name else _format_for(target.suffix)
+        if target.resolve() in sources:
+            errors.append(f"{path}: the output {target} would overwrite an input file; skipped (choose another -o)")
+        elif target.resolve() in taken:
+            errors.append(f"{path}: its output {target} is also the output of {taken[target.resolve()]}; skipped")
+        elif file_format is None:
+            errors.append(f"{path}: no image format for the suffix of {target}; skipped (pass --format png)")
+        else:
+            taken[target.resolve()] = path
+            jobs.append((path, target, file_format))
+    return jobs, errors
+
+
+def run_upscale_cli(args: argparse.Namespace) -> int:
+    """`srgan-jax upscale`: write the SR of every input image, print each output path.
+
+    Problems with single files (missing, unreadable, would overwrite an input) are one line
+    each on stderr and do not stop the others. Returns 0, or 1 if any file failed.
+    """
+    upscaler = engine.load_generator(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch,
+                              dtype=args.dtype)
+    jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
+    for line in errors:
+        print(line, file=sys.stderr)
+    if not jobs:
+        raise UserError("no images to upscale (see above): pass image files or folders of images")
+    from tqdm import tqdm
+
+    failed = len(errors)
+    for source, target, file_format in tqdm(jobs, unit="image", disable=len(jobs) < 2, dynamic_ncols=True):
+        try:
+            picture = read_image(source)
+        except DECODE_ERRORS as err:
+            tqdm.write(f"{source}: unreadable image ({err}); skipped", file=sys.stderr)
+            failed += 1
+            continue
+        sr = upscaler(picture.pixels)
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            write_image(target, sr, gray=picture.pixels.shape[-1] < 3, file_format=file_format,
+                        icc_profile=picture.icc_profile)
+        except OSError as err:
+            tqdm.write(f"{target}: cannot write ({err}); skipped", file=sys.stderr)
+            failed += 1
+            continue
+        tqdm.write(str(target))
+    return 1 if failed else 0

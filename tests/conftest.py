@@ -1,0 +1,8 @@
+"""Test-wide setup: the repository root on sys.path, for `configs` and `benchmarks.torch_reference`."""
+
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))

@@ -1,0 +1,63 @@
+"""Config interpretation: paper defaults, validation in the user's terms, the generator spec."""
+
+import pytest
+
+from configs import default, srgan
+from srgan_jax import config as config_lib
+from srgan_jax.config import GeneratorSpec
+from srgan_jax.errors import UserError
+from srgan_jax.training.state import learning_rate_schedule
+
+
+@pytest.mark.parametrize("field, value, message", [
+    ("loss.content", "vgg33", "loss.content='vgg33' is not one of"),
+    ("train.num_steps", -5, "num_steps"),
+    ("data.hr_size", 98, "multiple of model.scale"),
+    ("dtype", "float16", "dtype='float16'"),
+    ("parallel", "dp", "parallel='dp'"),
+    ("model.scale", 3, "power of 2"),
+    ("train.learning_rate", 0.0, "learning_rate"),
+    ("vgg_weights", "", "needs config.vgg_weights"),
+])
+def test_bad_config_values_fail_before_compilation(field, value, message):
+    config = srgan.get_config()
+    config.vgg_weights = "vgg19.msgpack"
+    section, _, name = field.rpartition(".")
+    (config[section] if section else config)[name] = value
+    with pytest.raises(UserError, match=message):
+        config_lib.validate(config)
+
+
+def test_every_shipped_config_is_valid():
+    for module in (default, srgan):
+        config = module.get_config()
+        if config.loss.content != "mse":
+            config.vgg_weights = "vgg19.msgpack"
+        config_lib.validate(config)
+
+
+def test_paper_defaults():
+    config = default.get_config()
+    assert (config.model.num_blocks, config.model.features, config.model.scale) == (16, 64, 4)
+    assert (config.train.batch_size, config.train.learning_rate, config.train.num_steps) == (16, 1e-4, 10**6)
+    assert (config.train.b1, config.train.b2, config.data.hr_size) == (0.9, 0.999, 96)
+    gan = srgan.get_config()
+    assert (gan.loss.content, gan.loss.adversarial_weight, gan.train.num_steps) == ("vgg54", 1e-3, 200_000)
+    schedule = learning_rate_schedule(gan)
+    assert float(schedule(99_999)) == pytest.approx(1e-4) and float(schedule(100_000)) == pytest.approx(1e-5)
+
+
+def test_generator_spec_round_trips_and_rejects_other_fields():
+    spec = GeneratorSpec.from_config(default.get_config())
+    assert spec == GeneratorSpec(16, 64, 4) and GeneratorSpec.from_dict(spec.to_dict()) == spec
+    with pytest.raises(ValueError, match="num_blocks"):
+        GeneratorSpec.from_dict({"blocks": 16, "features": 64, "scale": 4})
+
+
+def test_dtype_and_vgg_layer_names():
+    assert config_lib.compute_dtype("bfloat16").__name__ == "bfloat16"
+    with pytest.raises(UserError, match="not one of float32, bfloat16"):
+        config_lib.compute_dtype("float16")
+    assert config_lib.vgg_layer("vgg54") == "relu5_4" and config_lib.vgg_layer("VGG22") == "relu2_2"
+    with pytest.raises(UserError, match="not a VGG loss"):
+        config_lib.vgg_layer("vgg99")

@@ -1,0 +1,37 @@
+"""The root entry point: `python train.py --config=configs/<variant>.py --workdir=W` runs as the README says."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_train(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=600)
+
+
+def test_train_py_trains_the_quickstart_config_and_writes_its_workdir(tmp_path):
+    pytest.importorskip("skimage", reason="the quickstart trains on scikit-image's sample photos")
+    workdir = tmp_path / "qs"
+    # G alone (no adversarial weight) keeps the discriminator's compilation out of this smoke test.
+    proc = run_train("--config=configs/quickstart.py", f"--workdir={workdir}", "--config.model.num_blocks=1",
+                     "--config.model.features=8", "--config.loss.adversarial_weight=0", "--config.train.num_steps=3",
+                     "--config.train.checkpoint_every=3", "--config.train.log_every=1", "--config.eval.every=3")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "astronaut: SR" in proc.stdout and (workdir / "sample_astronaut_x4.png").is_file()
+    assert (workdir / "checkpoints" / "3" / "generator").is_dir()
+    rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows if "g_loss" in row] == [1, 2, 3]
+    assert any("val_psnr" in row for row in rows)
+
+
+def test_bad_config_value_is_one_line_before_anything_compiles(tmp_path):
+    proc = run_train("--config=configs/srresnet.py", f"--workdir={tmp_path / 'w'}", "--config.data.hr_size=98")
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        "train.py: error: bad config: data.hr_size=98 must be a multiple of model.scale=4"]
