@@ -1,4 +1,12 @@
-"""Train SRResNet / SRGAN: python train.py --config=configs/srgan.py --workdir=W [--config.x=y]."""
+"""Train SRResNet / SRGAN (Ledig et al., CVPR 2017).
+
+    python train.py --config=configs/<variant>.py --workdir=W [--config.<field>=<value> ...]
+
+Configs: srresnet.py (SRResNet-MSE), srresnet_vgg22.py, srgan_mse.py, srgan_vgg22.py,
+srgan.py (SRGAN-VGG54), quickstart.py (minutes on a CPU, no downloads). Every field below
+(configs/default.py, the paper's values) can be overridden, e.g. --config.train.num_steps=100.
+A workdir that holds checkpoints is resumed.
+"""
 
 import logging
 import os
@@ -17,19 +25,39 @@ config_flags.DEFINE_config_file("config", None, "Training configuration file.", 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
+def usage() -> str:
+    """The module docstring and the config fields with their defaults."""
+    from srgan_jax.configs import default
+
+    return f"{__doc__}\nFields (configs/default.py):\n{default.get_config()}"
+
+
+def fail(message: str) -> None:
+    print(f"train.py: error: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
 def main(argv):
     del argv
+    config = FLAGS.config
+    try:
+        config.get("train")  # config_flags reports a file that failed to load on first use
+    except OSError as err:
+        fail(f"--config could not be loaded ({str(err).strip().splitlines()[-1].strip()}): "
+             "pass a file from configs/, e.g. --config=configs/quickstart.py")
     from srgan_jax.errors import UserError
     from srgan_jax.training.loop import train_and_evaluate
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
     try:
-        train_and_evaluate(FLAGS.config, FLAGS.workdir)
+        train_and_evaluate(config, FLAGS.workdir)
     except UserError as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        fail(str(err))
 
 
 if __name__ == "__main__":
+    if any(arg in ("-h", "--help", "--helpshort") for arg in sys.argv[1:]):
+        print(usage())
+        sys.exit(0)
     app.run(main)

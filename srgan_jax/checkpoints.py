@@ -48,6 +48,16 @@ def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManag
     return latest, best
 
 
+def latest_step(workdir: str | Path) -> int | None:
+    """The step of the newest complete checkpoint in `workdir`, None if there is none; creates nothing."""
+    folder = Path(workdir).absolute() / "checkpoints"
+    if not folder.is_dir():
+        return None
+    with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=ITEMS) as manager:
+        return manager.latest_step()
+
+
 def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
          config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
     """Save the full state, G's inference variables and the metadata (spec, config, step) at `step`."""
@@ -64,14 +74,11 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variab
     )
 
 
-def restore_state(manager: ocp.CheckpointManager, target_state: Any) -> tuple[Any, int] | None:
-    """The latest full state shaped like `target_state`, with its step; None when there is none."""
-    step = manager.latest_step()
-    if step is None:
-        return None
+def restore_state(manager: ocp.CheckpointManager, target_state: Any, step: int) -> Any:
+    """The full state saved at `step`, shaped like `target_state`."""
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
     restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
-    return restored["state"], step
+    return restored["state"]
 
 
 def _step_dir(path: Path) -> Path:
@@ -122,5 +129,10 @@ def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
     # another machine (e.g. trained on a GPU, restored on a CPU).
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
     abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_variables)
-    with ocp.StandardCheckpointer() as checkpointer:
-        return checkpointer.restore(step_dir / "generator", abstract)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            return checkpointer.restore(step_dir / "generator", abstract)
+    except Exception as err:  # Orbax, msgpack and tensorstore each raise their own types
+        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"checkpoint {step_dir} is damaged or incomplete ({type(err).__name__}: {first_line}): "
+                        "pass another checkpoint, e.g. an older step folder") from None

@@ -35,3 +35,17 @@ def test_bad_config_value_is_one_line_before_anything_compiles(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         "train.py: error: bad config: data.hr_size=98 must be a multiple of model.scale=4"]
+
+
+def test_a_missing_config_file_is_one_line(tmp_path):
+    proc = run_train("--config=configs/nonexistent.py", f"--workdir={tmp_path / 'w'}")
+    assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
+    assert "nonexistent.py" in proc.stderr and "--config=configs/quickstart.py" in proc.stderr
+    assert not (tmp_path / "w").exists()
+
+
+def test_help_lists_the_configs_and_their_fields_and_exits_0():
+    proc = run_train("--help")
+    assert proc.returncode == 0
+    assert "srgan.py (SRGAN-VGG54)" in proc.stdout and "quickstart.py" in proc.stdout
+    assert "adversarial_weight: 0.0" in proc.stdout and "batch_size: 16" in proc.stdout

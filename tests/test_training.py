@@ -127,3 +127,16 @@ def test_pmap_training_runs_the_whole_loop_like_the_mesh_run(image_dir, tmp_path
     # (at most 9 * 8 * 4 terms each) stays within (12,288 + 288) eps < 1e-3 relative.
     for name in ("g_loss", "psnr"):
         assert rows["pmap"][0][name] == pytest.approx(rows["mesh"][0][name], rel=1e-3)
+
+
+def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    workdir = tmp_path / "workdir"
+    with pytest.raises(UserError, match="no .*images in .*fix config.data.image_dir"):
+        loop.train_and_evaluate(tiny_config(empty), str(workdir))
+    config = tiny_config(empty)
+    config.init_from = str(tmp_path / "missing")
+    with pytest.raises(UserError, match="does not exist: train SRResNet first"):
+        loop.train_and_evaluate(config, str(workdir))
+    assert not workdir.exists()

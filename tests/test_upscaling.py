@@ -258,7 +258,9 @@ def test_output_over_an_input_is_refused(tmp_path, identity, capsys):
     Image.fromarray(smooth_image(20, 24)).save(image)
     before = image.read_bytes()
     assert cli.main(["upscale", str(image), "-o", str(image)]) == 2
-    assert "would overwrite an input file" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "would overwrite an input file" in err and "every input was skipped" in err
+    assert "no images to upscale" not in err
     assert image.read_bytes() == before
     (tmp_path / "a_x4.png").write_bytes(before)  # an input that is also another input's output
     assert cli.main(["upscale", str(tmp_path), "-o", str(tmp_path)]) == 1
@@ -382,3 +384,29 @@ def test_the_shipped_generator_is_found_from_any_directory_and_beats_bicubic(tmp
     sr = upscaler(lr)
     assert sr.shape == hr.shape and sr.dtype == np.uint8
     assert metrics.psnr(sr, hr) > metrics.psnr(imresize(lr, scale=4), hr) + 0.5
+
+
+def test_a_gif_output_name_is_a_file_not_a_folder(tmp_path, identity):
+    image = smooth_image(20, 24)
+    Image.fromarray(image).save(tmp_path / "anim.gif")
+    out = tmp_path / "out" / "anim_x4.gif"
+    assert cli.main(["upscale", str(tmp_path / "anim.gif"), "-o", str(out)]) == 0
+    assert out.is_file()
+    with Image.open(out) as written:
+        assert written.format == "GIF" and written.size == (96, 80)
+
+
+def test_a_damaged_checkpoint_is_one_user_error(checkpoint, tmp_path):
+    import shutil
+
+    broken = tmp_path / "broken"
+    shutil.copytree(checkpoint, broken)
+    arrays = [p for p in (broken / "checkpoints" / "2" / "generator").rglob("*") if p.is_file() and p.stat().st_size > 1000]
+    assert arrays
+    for path in arrays:
+        path.write_bytes(np.random.default_rng(0).bytes(path.stat().st_size))
+    with pytest.raises(UserError, match="is damaged or incomplete .*pass another checkpoint"):
+        engine.load_generator(broken)
+    (broken / "checkpoints" / "2" / "meta" / "metadata").write_text("{not json")
+    with pytest.raises(UserError, match="damaged or not srgan-jax metadata"):
+        engine.load_generator(broken)

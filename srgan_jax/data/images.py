@@ -35,16 +35,23 @@ class Picture:
 def read_image(path: str | Path) -> Picture:
     """Fully decode an image file, upright (EXIF orientation applied), 8 bits per channel.
 
-    16-bit gray is scaled to 8 bits (v / 257, rounded); CMYK, YCbCr, palette etc. become RGB
-    (RGBA when the file has transparency). Raises one of DECODE_ERRORS for a bad file.
+    16-bit gray is scaled to 8 bits (v / 257, rounded); 32-bit float gray is read as [0, 1]
+    when its values lie there (v * 255, rounded), else as [0, 255] (clipped); CMYK, YCbCr,
+    palette etc. become RGB (RGBA when the file has transparency). Raises one of
+    DECODE_ERRORS for a bad file.
     """
     with Image.open(path) as image:
         file_format = image.format
         image = ImageOps.exif_transpose(image)
         image.load()
     icc = None if image.mode in _NON_RGB_MODES else image.info.get("icc_profile")
-    if image.mode in _SIXTEEN_BIT_MODES:
-        gray = np.clip(np.round(np.asarray(image, np.float64) / 257.0), 0, 255).astype(np.uint8)
+    if image.mode in _SIXTEEN_BIT_MODES or image.mode == "F":
+        values = np.nan_to_num(np.asarray(image, np.float64))
+        if image.mode == "F":
+            values = values * 255.0 if values.min() >= 0.0 and values.max() <= 1.0 else values
+        else:
+            values = values / 257.0
+        gray = np.clip(np.round(values), 0, 255).astype(np.uint8)
         return Picture(gray[..., None], file_format, icc)
     has_alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
     gray = image.mode in ("1", "L", "LA", "La")

@@ -43,16 +43,20 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     parallel.check_batch_size(config.train.batch_size, jax.device_count(), jax.process_count())
     strategy = parallel.create_strategy(config.parallel)
     workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-
-    generator, discriminator = models.create_models(config, strategy.bn_axis_name)
-    train_steps = _wrap_train_steps(config, strategy)
+    # Data, validation images and VGG weights are checked before anything is built or written.
+    start_step = checkpoints.latest_step(workdir) or 0
+    if config.init_from and not start_step:
+        _check_init_from(config)
+    batches = create_train_iterator(config, config.train.batch_size // jax.process_count(), start_step)
     validator = _create_validator(config)
-    latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints)
-    state, start_step = _restore_or_initialise(config, latest, generator, discriminator)
+    train_steps = _wrap_train_steps(config, strategy)
 
-    batches = strategy.place_batches(
-        create_train_iterator(config, config.train.batch_size // jax.process_count(), start_step))
+    workdir.mkdir(parents=True, exist_ok=True)
+    latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints)
+    generator, discriminator = models.create_models(config, strategy.bn_axis_name)
+    state = _restore_or_initialise(config, latest, start_step, generator, discriminator)
+
+    batches = strategy.place_batches(batches)
     state = strategy.place_state(state)
     monitor = _Monitor(config, workdir, start_step)
     step, started = start_step, time.perf_counter()
@@ -117,32 +121,35 @@ def _create_validator(config: ml_collections.ConfigDict) -> validation.Validator
     return validation.Validator(images, generator, config.model.scale)
 
 
-def _restore_or_initialise(config: ml_collections.ConfigDict, manager: Any, generator: Any, discriminator: Any
-                           ) -> tuple[SRState, int]:
-    """(state, step): the workdir's latest checkpoint, else fresh weights (G from `init_from` if set)."""
+def _restore_or_initialise(config: ml_collections.ConfigDict, manager: Any, step: int, generator: Any,
+                           discriminator: Any) -> SRState:
+    """The state of checkpoint `step` (0: none), else fresh weights (G from `init_from` if set)."""
     state = create_state(config, jax.random.key(config.seed), generator, discriminator)
-    restored = checkpoints.restore_state(manager, state)
-    if restored is not None:
-        log.info("resumed from %s at step %d", manager.directory, restored[1])
-        return restored
+    if step:
+        log.info("resuming from %s at step %d", manager.directory, step)
+        return checkpoints.restore_state(manager, state, step)
     if config.init_from:
-        state = _init_generator_from(state, config.init_from, generator)
+        state = _init_generator_from(state, config.init_from)
         log.info("generator initialised from %s", config.init_from)
     elif config_lib.uses_gan(config) and config.train.pretrain_steps == 0:
         log.warning("SRGAN without config.init_from or train.pretrain_steps: G starts from scratch")
-    return state, 0
+    return state
 
 
-def _init_generator_from(state: SRState, path: str, generator: Any) -> SRState:
-    """Copy G's params and BatchNorm statistics from an SRResNet checkpoint (SRGAN's init)."""
+def _check_init_from(config: ml_collections.ConfigDict) -> None:
+    """`init_from` exists and holds the generator this config trains (UserError otherwise)."""
+    path = config.init_from
     if not Path(path).exists():
         raise UserError(f"config.init_from={path} does not exist: train SRResNet first "
                         "(configs/srresnet.py) and pass its workdir")
-    spec = checkpoints.read_generator_spec(path)
-    expected = config_lib.GeneratorSpec(generator.num_blocks, generator.features, generator.scale)
+    spec, expected = checkpoints.read_generator_spec(path), config_lib.GeneratorSpec.from_config(config)
     if spec != expected:
         raise UserError(f"config.init_from={path} holds a generator {spec.to_dict()}, "
                         f"this config needs {expected.to_dict()}")
+
+
+def _init_generator_from(state: SRState, path: str) -> SRState:
+    """Copy G's params and BatchNorm statistics from an SRResNet checkpoint (SRGAN's init)."""
     variables = checkpoints.load_generator_variables(path, jax.eval_shape(lambda: generator_variables(state)))
     return state.replace(g=state.g.replace(params=variables["params"], batch_stats=variables["batch_stats"]))
 

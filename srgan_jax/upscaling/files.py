@@ -50,7 +50,7 @@ def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | N
     """Pair every input image with its output path and PIL format.
 
     Inputs are files or folders (searched recursively for IMAGE_SUFFIXES). `output` is a
-    file when one input file is given and it has an image suffix; otherwise a folder that
+    file when one input file is given and its suffix is one PIL writes; otherwise a folder that
     mirrors the inputs' relative paths as `<stem>_x<scale><suffix>`. The suffix and format
     are the input's, or `format_name`'s (a FORMATS key) when given.
 
@@ -63,9 +63,10 @@ def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | N
         format_name = format_name.lower()
         if format_name not in FORMATS:
             raise UserError(f"--format {format_name} is not one of {', '.join(FORMATS)}")
-    to_file = (len(inputs) == 1 and Path(inputs[0]).is_file() and not output.is_dir()
-               and output.suffix.lower() in IMAGE_SUFFIXES)
-    if not to_file and output.suffix.lower() in IMAGE_SUFFIXES and not output.is_dir():
+    # Any suffix PIL writes (.gif too) names a file, not a folder to create.
+    names_file = _format_for(output.suffix) is not None and not output.is_dir()
+    to_file = len(inputs) == 1 and Path(inputs[0]).is_file() and names_file
+    if not to_file and names_file:
         raise UserError(f"-o {output} names a file but the inputs are several images or a folder: "
                         "pass an output folder")
     if to_file and format_name and _format_for(output.suffix) != FORMATS[format_name][0]:
@@ -116,8 +117,10 @@ def run_upscale_cli(args: argparse.Namespace) -> int:
     jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
     for line in errors:
         print(line, file=sys.stderr)
+    if not jobs and errors:
+        raise UserError("nothing was upscaled: every input was skipped (see above)")
     if not jobs:
-        raise UserError("no images to upscale (see above): pass image files or folders of images")
+        raise UserError("no images to upscale: pass image files or folders of images")
     from tqdm import tqdm
 
     failed = len(errors)
