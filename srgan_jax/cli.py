@@ -52,11 +52,13 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM on Set5/Set14/BSD100 (paper protocol)")
+    p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM (and NIQE) on Set5/Set14/BSD100 (paper protocol)")
     p.add_argument("--method", default=None, choices=["nearest", "bicubic"],
                    help="baseline upscaler (default: the model, plus both baselines)")
-    p.add_argument("--checkpoint", default=None,
-                   help="generator checkpoint (default: the shipped pretrained SRResNet x4)")
+    p.add_argument("--checkpoint", action="append", default=None,
+                   help="generator checkpoint, repeatable (default: the shipped pretrained SRResNet x4)")
+    p.add_argument("--metrics", type=_csv, default=["psnr", "ssim"], help="comma-separated: psnr,ssim,niqe")
+    p.add_argument("--plot", default=None, help="write the perception-distortion figure (PSNR vs NIQE) here")
     p.add_argument("--data-dir", default=os.environ.get("SRGAN_DATA_DIR"),
                    help="folder holding <Set>/ and <Set>_LR_x4/ (default: $SRGAN_DATA_DIR)")
     p.add_argument("--sets", type=_csv, default=["Set5", "Set14", "BSD100"], help="comma-separated")

@@ -4,7 +4,8 @@ Layout of `data_dir`: `<Set>/` holds the HR images, `<Set>_LR_x4/` (optional) th
 inputs under the same file names. HR images are mod-cropped to a multiple of the scale
 (top-left kept) and converted to RGB; LR is either the shipped file or MATLAB bicubic / 4
 of the HR (`imresize`). Every upscaler maps uint8 [h, w, 3] RGB LR to uint8 [4h, 4w, 3] SR,
-scored with `metrics.psnr` / `metrics.ssim` (Y channel, 4-px border crop).
+scored with `metrics.psnr` / `metrics.ssim` and, on request, the no-reference `niqe.niqe`
+(all on the Y channel with a 4-px border crop; NIQE of the HR images is the reference point).
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 import numpy as np
+from tqdm import tqdm
 
-from srgan_jax import metrics
-from srgan_jax.errors import UserError
+from srgan_jax import metrics, niqe
 from srgan_jax.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, mod_crop, read_rgb
 from srgan_jax.data.imresize import imresize, upscale_nearest
+from srgan_jax.errors import UserError
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
 ImagePair = tuple[str, np.ndarray, np.ndarray]  # (name, lr uint8 [h, w, 3], hr uint8 [H, W, 3])
@@ -100,32 +102,48 @@ def load_image_pairs(
     return pairs, errors
 
 
-def evaluate_set(upscale_fn: Upscaler, pairs: list[ImagePair]) -> dict:
+def _score(sr: np.ndarray, hr: np.ndarray, metric_names: Sequence[str], scale: int) -> dict[str, float]:
+    """The requested metrics of one SR image: PSNR/SSIM against HR, NIQE of SR alone (all Y, crop = scale)."""
+    scores = {}
+    if "psnr" in metric_names:
+        scores["psnr"] = metrics.psnr(sr, hr, crop_border=scale)
+    if "ssim" in metric_names:
+        scores["ssim"] = metrics.ssim(sr, hr, crop_border=scale)
+    if "niqe" in metric_names:
+        scores["niqe"] = niqe.niqe(sr, crop_border=scale)
+    return scores
+
+
+def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_names: Sequence[str] = ("psnr", "ssim"),
+                 progress: str | None = None, scale: int = 4) -> dict:
     """Score an upscaler on (name, lr, hr) pairs with the paper protocol.
 
     Args:
       upscale_fn: uint8 [h, w, 3] RGB LR -> uint8 [H, W, 3] RGB SR (float in [0, 1] is also
-        accepted: clipped and rounded to 8 bits before scoring).
+        accepted: clipped and rounded to 8 bits before scoring). None scores the HR images
+        themselves: the reference point of the no-reference NIQE (only "niqe" is meaningful).
       pairs: from `load_image_pairs`.
+      metric_names: any of METRICS. PSNR (dB) and SSIM compare with HR; NIQE (lower is more
+        natural) scores the SR image alone. All on the Y channel with a `scale`-px border crop.
+      progress: a label for a progress bar on stderr (shown on a terminal only); None: no bar.
 
     Returns:
-      {"psnr": mean dB, "ssim": mean, "n": count, "per_image": {name: {"psnr", "ssim"}}},
-      Y channel, 4-px border crop.
+      {metric: mean over the images, "n": count, "per_image": {name: {metric: value}}}.
     """
     if not pairs:
         raise ValueError("evaluate_set: no image pairs to evaluate")
+    if not set(metric_names) <= set(METRICS):
+        raise ValueError(f"evaluate_set: metrics must be among {METRICS}, got {metric_names}")
     per_image = {}
-    for name, lr, hr in pairs:
-        sr = np.asarray(upscale_fn(lr))
+    bar = tqdm(pairs, desc=progress, unit="image", file=sys.stderr, leave=False,
+               disable=None if progress else True)  # None: only on a terminal
+    for name, lr, hr in bar:
+        sr = hr if upscale_fn is None else np.asarray(upscale_fn(lr))
         if sr.shape != hr.shape:
             raise UserError(f"{name}: upscaler gave {sr.shape} for HR {hr.shape}; it must upscale x4 to RGB")
-        per_image[name] = {"psnr": metrics.psnr(sr, hr), "ssim": metrics.ssim(sr, hr)}
-    return {
-        "psnr": float(np.mean([v["psnr"] for v in per_image.values()])),
-        "ssim": float(np.mean([v["ssim"] for v in per_image.values()])),
-        "n": len(per_image),
-        "per_image": per_image,
-    }
+        per_image[name] = _score(sr, hr, metric_names, scale)
+    means = {metric: float(np.mean([v[metric] for v in per_image.values()])) for metric in metric_names}
+    return {**means, "n": len(per_image), "per_image": per_image}
 
 
 def bicubic_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
@@ -139,40 +157,54 @@ def nearest_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
 
 
 BASELINES: dict[str, Upscaler] = {"nearest": nearest_upscale, "bicubic": bicubic_upscale}
+METRICS = ("psnr", "ssim", "niqe")
+HR_METHOD = "HR"  # the HR images scored as they are (NIQE only)
 
 
-def format_table(results: dict[str, dict[str, dict]], lr_source_used: dict[str, str]) -> str:
-    """Markdown table of {method: {set: evaluate_set result}}; `lr_source_used` = {set: source}."""
-    lines = [
-        "| method | set | PSNR (dB) | SSIM | images | LR source |",
-        "|---|---|---:|---:|---:|---|",
-    ]
+_COLUMNS = {"psnr": ("PSNR (dB)", "{:.2f}"), "ssim": ("SSIM", "{:.4f}"), "niqe": ("NIQE", "{:.3f}")}
+
+
+def format_table(results: dict[str, dict[str, dict]], lr_source_used: dict[str, str],
+                 metric_names: Sequence[str] = ("psnr", "ssim")) -> str:
+    """Markdown table of {method: {set: evaluate_set result}}; `lr_source_used` = {set: source}.
+
+    A metric a method was not scored on (PSNR/SSIM of the HR row) shows as "-".
+    """
+    lines = ["| method | set | " + " | ".join(_COLUMNS[m][0] for m in metric_names) + " | images | LR source |",
+             "|---|---|" + "---:|" * len(metric_names) + "---:|---|"]
     for method, by_set in results.items():
         for set_name, r in by_set.items():
-            lines.append(
-                f"| {method} | {set_name} | {r['psnr']:.2f} | {r['ssim']:.4f} | {r['n']} "
-                f"| {lr_source_used.get(set_name, '?')} |"
-            )
+            cells = [_COLUMNS[m][1].format(r[m]) if m in r else "-" for m in metric_names]
+            lines.append(f"| {method} | {set_name} | {' | '.join(cells)} | {r['n']} "
+                         f"| {lr_source_used.get(set_name, '?')} |")
     return "\n".join(lines)
 
 
 def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
-    """The upscalers to score: one baseline, or the model plus both baselines."""
+    """The upscalers to score: one baseline, or the model(s) plus both baselines.
+
+    One checkpoint (or the shipped one) is named "model"; several are named by their paths.
+    """
     if args.method is not None:
-        if args.checkpoint is not None:
+        if args.checkpoint:
             raise UserError("--method scores a baseline and ignores --checkpoint; pass only one of them")
         return {args.method: BASELINES[args.method]}
     from srgan_jax.upscaling.engine import load_generator  # JAX only when a model is scored
 
-    return {"model": load_generator(args.checkpoint), **BASELINES}
+    checkpoints = args.checkpoint or [None]
+    if len(checkpoints) == 1:
+        return {"model": load_generator(checkpoints[0]), **BASELINES}
+    return {**{str(path): load_generator(path) for path in checkpoints}, **BASELINES}
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """`srgan-jax evaluate`: print a PSNR/SSIM table, optionally write JSON.
 
-    JSON layout: one method (`--method`) -> {set: {"psnr", "ssim", "n", "per_image"}};
-    the model (no `--method`) -> {"model" | "nearest" | "bicubic": {set: {...}}}.
-    Per-file problems go to stderr, one line each; returns 0 if anything was evaluated.
+    JSON layout: one method (`--method`) -> {set: {<metric>, "n", "per_image"}}; the model(s)
+    (no `--method`) -> {"model" (or each checkpoint path) | "nearest" | "bicubic" | "HR": {set: {...}}},
+    "HR" (NIQE of the HR images) only with NIQE. `--plot` writes the perception-distortion figure.
+    Problems (a missing set, an unreadable image) go to stderr, one line each, and the others
+    are still scored; returns 1 if there was any such problem, else 0.
     """
     if not args.data_dir:
         raise UserError("no data folder: pass --data-dir <folder with Set5/, Set14/, BSD100/> or set SRGAN_DATA_DIR")
@@ -181,22 +213,39 @@ def run_cli(args: argparse.Namespace) -> int:
         raise UserError(f"data folder {data_dir} not found; pass --data-dir <folder with Set5/, Set14/, ...>")
     if not args.sets:
         raise UserError("no sets given; pass --sets Set5,Set14,BSD100")
+    metric_names = list(dict.fromkeys(args.metrics))
+    unknown = set(metric_names) - set(METRICS)
+    if unknown or not metric_names:
+        raise UserError(f"--metrics {','.join(args.metrics)}: use any of {','.join(METRICS)}")
+    if args.plot and not {"psnr", "niqe"} <= set(metric_names):
+        raise UserError("--plot draws PSNR against NIQE: pass --metrics psnr,ssim,niqe (or psnr,niqe)")
     methods = _methods(args)
+    if "niqe" in metric_names:
+        methods[HR_METHOD] = None  # the HR images themselves: NIQE's reference point
     results: dict[str, dict[str, dict]] = {method: {} for method in methods}
     lr_source_used = {}
+    failed = False
     for set_name in args.sets:
         pairs, errors = load_image_pairs(data_dir, set_name, args.lr_source)
         for line in errors:
             print(line, file=sys.stderr)
+        failed = failed or bool(errors)
         if not pairs:
             continue
         lr_source_used[set_name] = resolve_lr_source(data_dir, set_name, args.lr_source)
         for method, upscale_fn in methods.items():
-            results[method][set_name] = evaluate_set(upscale_fn, pairs)
+            names = ["niqe"] if upscale_fn is None else metric_names
+            results[method][set_name] = evaluate_set(upscale_fn, pairs, names, progress=f"{method} {set_name}")
     if not lr_source_used:
         raise UserError(f"no images could be evaluated (see above); check --data-dir {data_dir} and --sets")
-    print(format_table(results, lr_source_used))
+    print(format_table(results, lr_source_used, metric_names))
+    if args.plot:
+        from srgan_jax import pd_plot
+
+        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
+        pd_plot.render(results).save(args.plot, format="PNG")
+        print(f"wrote {args.plot}")
     if args.json:
         payload = results[args.method] if args.method is not None else results
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    return 0
+    return 1 if failed else 0

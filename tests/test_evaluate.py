@@ -27,7 +27,8 @@ def _save(path: Path, shape: tuple[int, ...], seed: int = 0) -> None:
 
 
 def _args(**kwargs) -> argparse.Namespace:
-    defaults = dict(method="bicubic", checkpoint=None, data_dir="", sets=["Toy"], lr_source="auto", json=None)
+    defaults = dict(method="bicubic", checkpoint=None, data_dir="", sets=["Toy"], lr_source="auto", json=None,
+                    metrics=["psnr", "ssim"], plot=None)
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
@@ -79,14 +80,15 @@ def test_missing_and_empty_sets_are_named(tmp_path):
     assert pairs == [] and len(errors) == 1
 
 
-def test_run_cli_reports_missing_set_and_writes_json(toy_set, tmp_path, capsys):
+def test_run_cli_reports_missing_set_scores_the_others_and_exits_1(toy_set, tmp_path, capsys):
     out = tmp_path / "r.json"
-    assert evaluate.run_cli(_args(data_dir=str(toy_set), sets=["Toy", "Nope"], json=str(out))) == 0
+    assert evaluate.run_cli(_args(data_dir=str(toy_set), sets=["Toy", "Nope"], json=str(out))) == 1
     captured = capsys.readouterr()
     assert "Nope" in captured.err and "| bicubic | Toy |" in captured.out
     result = json.loads(out.read_text())
     assert set(result) == {"Toy"} and result["Toy"]["n"] == 2
     assert set(result["Toy"]["per_image"]) == {"a", "b"}
+    assert evaluate.run_cli(_args(data_dir=str(toy_set), sets=["Toy"])) == 0
 
 
 def test_run_cli_nothing_evaluated_is_a_user_error(tmp_path):
@@ -115,3 +117,38 @@ def test_set5_baselines():
     # The paper's bicubic Set5 x4 figure is 28.43 dB.
     assert 28.2 < bicubic["psnr"] < 28.6 and 0.79 < bicubic["ssim"] < 0.83
     assert nearest["psnr"] < bicubic["psnr"] and nearest["ssim"] < bicubic["ssim"]
+
+
+def test_niqe_column_hr_reference_and_perception_distortion_plot(tmp_path, capsys, monkeypatch):
+    """--metrics adds NIQE (of each method's SR and of HR itself, Y, crop 4); --plot writes the figure."""
+    from PIL import Image as PILImage
+
+    from srgan_jax import niqe
+
+    (tmp_path / "Big").mkdir()  # NIQE needs a 96x96 block after the 4-px crop
+    for i in range(2):
+        _save(tmp_path / "Big" / f"im{i}.png", (112, 120, 3), seed=i)
+    out, plot = tmp_path / "r.json", tmp_path / "figs" / "pd.png"
+    # Nearest-neighbour stands in for the model, so the test needs no checkpoint.
+    monkeypatch.setattr(evaluate, "_methods", lambda _: {"model": evaluate.nearest_upscale, **evaluate.BASELINES})
+    args = _args(method=None, data_dir=str(tmp_path), sets=["Big"], metrics=["psnr", "ssim", "niqe"],
+                 plot=str(plot), json=str(out))
+    assert evaluate.run_cli(args) == 0
+    table = capsys.readouterr().out
+    assert "| NIQE |" in table and "| HR | Big | - | - |" in table
+    result = json.loads(out.read_text())
+    pairs, _ = evaluate.load_image_pairs(tmp_path, "Big")
+    name, lr, hr = pairs[0]
+    assert result["HR"]["Big"]["per_image"][name] == {"niqe": niqe.niqe(hr, crop_border=4)}
+    sr = evaluate.bicubic_upscale(lr)
+    assert result["bicubic"]["Big"]["per_image"][name]["niqe"] == niqe.niqe(sr, crop_border=4)
+    assert result["bicubic"]["Big"]["per_image"][name]["psnr"] == evaluate.metrics.psnr(sr, hr)
+    with PILImage.open(plot) as figure:
+        assert figure.format == "PNG" and figure.size == (420, 340)
+
+
+def test_plot_needs_psnr_and_niqe(toy_set, tmp_path):
+    with pytest.raises(UserError, match="--plot draws PSNR against NIQE"):
+        evaluate.run_cli(_args(data_dir=str(toy_set), plot=str(tmp_path / "pd.png")))
+    with pytest.raises(UserError, match="--metrics psnr,lpips"):
+        evaluate.run_cli(_args(data_dir=str(toy_set), metrics=["psnr", "lpips"]))

@@ -1,0 +1,84 @@
+"""The perception-distortion figure of an evaluation: PSNR (x, higher = less distortion) against
+NIQE (y, lower = more natural), one panel per set, drawn with PIL (no plotting dependency).
+
+Each method is a labelled point; the HR images, which have no distortion and so no finite
+PSNR, are a dashed line at their NIQE: the level a perfectly natural result would reach.
+"""
+
+from __future__ import annotations
+
+import math
+
+from PIL import Image, ImageDraw, ImageFont
+
+_PANEL_W, _PANEL_H = 420, 340
+_LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 30, 44  # margins around each panel's plot area
+_COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
+_HR = "HR"
+
+
+def _ticks(low: float, high: float, count: int = 5) -> list[float]:
+    """About `count` round tick values covering [low, high]."""
+    step = (high - low) / count
+    magnitude = 10 ** math.floor(math.log10(step))
+    step = min((m * magnitude for m in (1, 2, 2.5, 5, 10) if m * magnitude >= step), default=step)
+    first = math.ceil(low / step) * step
+    return [first + i * step for i in range(int((high - first) / step + 1e-9) + 1)]
+
+
+def _padded_range(values: list[float], pad: float) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    span = max(high - low, 1e-6)
+    return low - pad * span - 0.05, high + pad * span + 0.05
+
+
+def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by_method: dict[str, dict],
+           colours: dict[str, tuple[int, int, int]], font: ImageFont.ImageFont) -> None:
+    x0, y0 = origin
+    points = {m: (r["psnr"], r["niqe"]) for m, r in by_method.items() if m != _HR}
+    hr_niqe = by_method.get(_HR, {}).get("niqe")
+    psnr_low, psnr_high = _padded_range([p for p, _ in points.values()], 0.15)
+    niqe_low, niqe_high = _padded_range([n for _, n in points.values()] + ([hr_niqe] if hr_niqe else []), 0.15)
+    left, top = x0 + _LEFT, y0 + _TOP
+    right, bottom = x0 + _PANEL_W - _RIGHT, y0 + _PANEL_H - _BOTTOM
+
+    def at(psnr: float, value: float) -> tuple[float, float]:
+        return (left + (psnr - psnr_low) / (psnr_high - psnr_low) * (right - left),
+                bottom - (value - niqe_low) / (niqe_high - niqe_low) * (bottom - top))
+
+    draw.text(((left + right) / 2 - 3 * len(set_name), y0 + 2), set_name, fill="black", font=font)
+    draw.rectangle((left, top, right, bottom), outline="black")
+    for tick in _ticks(psnr_low, psnr_high):
+        x = at(tick, niqe_low)[0]
+        draw.line((x, bottom, x, bottom + 4), fill="black")
+        draw.text((x - 12, bottom + 6), f"{tick:g}", fill="black", font=font)
+    for tick in _ticks(niqe_low, niqe_high):
+        y = at(psnr_low, tick)[1]
+        draw.line((left - 4, y, left, y), fill="black")
+        draw.text((x0 + 8, y - 6), f"{tick:g}", fill="black", font=font)
+    draw.text(((left + right) / 2 - 40, bottom + 22), "PSNR (dB) ->", fill="black", font=font)
+    draw.text((x0 + 4, top - 14), "NIQE (lower = more natural)", fill="black", font=font)
+    if hr_niqe is not None:
+        y = at(psnr_low, hr_niqe)[1]
+        for x in range(int(left), int(right), 10):
+            draw.line((x, y, min(x + 5, right), y), fill=(90, 90, 90))
+        draw.text((right - 70, y - 14), f"HR {hr_niqe:.2f}", fill=(90, 90, 90), font=font)
+    for method, (psnr, value) in points.items():
+        x, y = at(psnr, value)
+        draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colours[method])
+        draw.text((x + 8, y - 6), method if len(method) <= 24 else "..." + method[-21:], fill=colours[method],
+                  font=font)
+
+
+def render(results: dict[str, dict[str, dict]]) -> Image.Image:
+    """Figure of {method: {set: {"psnr", "niqe", ...}}} (the evaluate results; "HR" has NIQE only)."""
+    sets = list(dict.fromkeys(s for by_set in results.values() for s in by_set))
+    methods = [m for m in results if m != _HR]
+    colours = {m: _COLOURS[i % len(_COLOURS)] for i, m in enumerate(methods)}
+    figure = Image.new("RGB", (_PANEL_W * len(sets), _PANEL_H), "white")
+    draw = ImageDraw.Draw(figure)
+    font = ImageFont.load_default()
+    for i, set_name in enumerate(sets):
+        by_method = {m: results[m][set_name] for m in results if set_name in results[m]}
+        _panel(draw, (i * _PANEL_W, 0), set_name, by_method, colours, font)
+    return figure
