@@ -11,6 +11,7 @@ A workdir that holds checkpoints is resumed.
 import logging
 import os
 import sys
+from typing import NoReturn
 
 from absl import app, flags
 from ml_collections import config_flags
@@ -32,7 +33,7 @@ def usage() -> str:
     return f"{__doc__}\nFields (configs/default.py):\n{default.get_config()}"
 
 
-def fail(message: str) -> None:
+def fail(message: str) -> NoReturn:
     print(f"train.py: error: {message}", file=sys.stderr)
     sys.exit(2)
 

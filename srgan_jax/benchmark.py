@@ -34,7 +34,7 @@ import ml_collections
 import numpy as np
 
 from srgan_jax import config as config_lib
-from srgan_jax import models, parallel, xla_cpu
+from srgan_jax import models, parallel
 from srgan_jax.errors import UserError
 from srgan_jax.networks import vgg19
 from srgan_jax.networks.losses import ContentLoss
@@ -46,8 +46,9 @@ BENCHMARKS = TRAIN_BENCHMARKS + ("infer", "input")
 # Modes of the project's PyTorch reference (benchmarks/torch_reference.py).
 TORCH_MODES = {"g_step": "g", "gan_step": "gan", "vgg_gan_step": "vgg_gan", "infer": "infer"}
 ADVERSARIAL_WEIGHT = 1e-3  # SPEC "Losses": l_SR = content + 1e-3 * adversarial
-# Found beside the package in a source checkout; an installed wheel has no benchmarks/.
-TORCH_REFERENCE = Path(__file__).resolve().parents[1] / "benchmarks" / "torch_reference.py"
+# benchmarks/ of the source checkout the package runs from (an installed wheel has none).
+_CHECKOUT = Path(__file__).resolve().parents[1]
+TORCH_REFERENCE = _CHECKOUT / "benchmarks" / "torch_reference.py" if (_CHECKOUT / "setup.cfg").is_file() else None
 RANDOM_VGG = "random (same FLOPs as ImageNet VGG19)"
 
 
@@ -206,8 +207,7 @@ def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None) ->
 
 
 def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
-    # jax.pmap takes no compiler options: pmap steps compile with XLA's defaults.
-    options = xla_cpu.compiler_options() if settings.parallel == "mesh" else None
+    options = parallel.create_strategy(settings.parallel).compiler_options
     return {"benchmark": name, "parallel": settings.parallel, "dtype": settings.dtype, "batch": settings.batch,
             "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
             "features": settings.features, **environment(), "compiler_options": options}
@@ -260,7 +260,7 @@ def run_infer(settings: Settings) -> dict:
 
 
 def run_input(settings: Settings) -> dict:
-    """HR/LR pairs per second of the tf.data folder pipeline on `image_dir` (default T91)."""
+    """HR/LR pairs per second of the tf.data folder pipeline on `image_dir` (required)."""
     if not settings.image_dir:
         raise UserError("the input benchmark needs --image-dir, a folder of training images (e.g. T91)")
     image_dir = Path(settings.image_dir).expanduser()
@@ -276,7 +276,7 @@ def run_input(settings: Settings) -> dict:
     if settings.tfds_data_dir:
         config.data.tfds_data_dir = settings.tfds_data_dir
     measured = tfds_source.measure_throughput(config.data, scale=config.model.scale, batch_size=settings.batch,
-                                                 num_batches=settings.steps, seed=config.seed)
+                                              num_batches=settings.steps, seed=config.seed)
     return {**_describe("input", settings, settings.hr_size, config.model.scale), "steps": settings.steps,
             "image_dir": str(image_dir), "startup_s": measured["startup_s"],
             "steps_per_s": measured["pairs_per_s"] / settings.batch, "images_per_s": measured["pairs_per_s"],
@@ -309,7 +309,7 @@ def run_torch(name: str, settings: Settings, script: str | None, jax_images_per_
     if importlib.util.find_spec("torch") is None:
         return {"torch_skipped": "torch is not installed here (pip install torch)"}
     path = Path(script).expanduser() if script else TORCH_REFERENCE
-    if not path.is_file():
+    if path is None or not path.is_file():
         return {"torch_skipped": f"PyTorch reference {path} not found (it ships with the source checkout, "
                                  "not the wheel): pass --torch-script benchmarks/torch_reference.py"}
     device = "cuda" if jax.default_backend() == "gpu" else "cpu"

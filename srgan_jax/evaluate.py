@@ -140,8 +140,11 @@ def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_nam
     for name, lr, hr in bar:
         sr = hr if upscale_fn is None else np.asarray(upscale_fn(lr))
         if sr.shape != hr.shape:
-            raise UserError(f"{name}: upscaler gave {sr.shape} for HR {hr.shape}; it must upscale x4 to RGB")
-        per_image[name] = _score(sr, hr, metric_names, scale)
+            raise UserError(f"{name}: upscaler gave {sr.shape} for HR {hr.shape}; it must upscale x{scale} to RGB")
+        try:
+            per_image[name] = _score(sr, hr, metric_names, scale)
+        except ValueError as err:  # NIQE needs one 96x96 block after the crop
+            raise UserError(f"{name}: {err}: drop niqe from --metrics for this set") from None
     means = {metric: float(np.mean([v[metric] for v in per_image.values()])) for metric in metric_names}
     return {**means, "n": len(per_image), "per_image": per_image}
 
@@ -200,9 +203,10 @@ def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
 def run_cli(args: argparse.Namespace) -> int:
     """`srgan-jax evaluate`: print a PSNR/SSIM table, optionally write JSON.
 
-    JSON layout: one method (`--method`) -> {set: {<metric>, "n", "per_image"}}; the model(s)
+    JSON layout: one method (`--method`, no NIQE) -> {set: {<metric>, "n", "per_image"}}; the model(s)
     (no `--method`) -> {"model" (or each checkpoint path) | "nearest" | "bicubic" | "HR": {set: {...}}},
-    "HR" (NIQE of the HR images) only with NIQE. `--plot` writes the perception-distortion figure.
+    "HR" (NIQE of the HR images) only with NIQE, and then the --method layout is {method: ...} too.
+    `--plot` writes the perception-distortion figure.
     Problems (a missing set, an unreadable image) go to stderr, one line each, and the others
     are still scored; returns 1 if there was any such problem, else 0.
     """
@@ -243,9 +247,9 @@ def run_cli(args: argparse.Namespace) -> int:
         from srgan_jax import pd_plot
 
         Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        pd_plot.render(results).save(args.plot, format="PNG")
+        pd_plot.render(results, reference=HR_METHOD).save(args.plot, format="PNG")
         print(f"wrote {args.plot}")
     if args.json:
-        payload = results[args.method] if args.method is not None else results
+        payload = results[args.method] if args.method is not None and HR_METHOD not in results else results
         Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
     return 1 if failed else 0

@@ -21,6 +21,7 @@ from srgan_jax.networks.discriminator import Discriminator
 from srgan_jax.networks.generator import Generator
 from srgan_jax.networks.vgg19 import VGGFeatures
 
+
 def create_generator(spec: GeneratorSpec, dtype: Any = None, bn_axis_name: str | None = None) -> Generator:
     """G of `spec`, computing in `dtype` (default float32), BatchNorm synchronised over `bn_axis_name`."""
     return Generator(num_blocks=spec.num_blocks, features=spec.features, scale=spec.scale,

@@ -90,6 +90,11 @@ class MeshStrategy:
     def place_batches(self, batches: Iterator[dict]) -> Iterator[dict]:
         return prefetch(batches, self.place_batch)
 
+    @property
+    def compiler_options(self) -> dict[str, Any] | None:
+        """The options `wrap_train_step` / `wrap_eval` compile with (`xla_cpu.jit`)."""
+        return xla_cpu.compiler_options()
+
     def to_host(self, tree: Any) -> Any:
         """One copy of replicated state or metrics (under jit there is one already)."""
         return tree
@@ -120,12 +125,19 @@ class PmapStrategy:
         return jax_utils.replicate(tree)
 
     def place_batch(self, batch: Any) -> Any:
-        """[B, ...] -> [local devices, B / local devices, ...], one slice per device."""
-        devices = jax.local_device_count()
-        return self._to_devices(jax.tree.map(lambda x: np.reshape(x, (devices, -1) + np.shape(x)[1:]), batch))
+        """[B, ...] -> [local devices, B / local devices, ...] on the devices, one slice per device."""
+        return self._to_devices(self._split(batch))
 
     def place_batches(self, batches: Iterator[dict]) -> Iterator[dict]:
-        return prefetch(batches, self.place_batch)
+        """Host batches split per device; the pmapped step moves them itself (no extra program)."""
+        return map(self._split, batches)
+
+    @staticmethod
+    def _split(batch: Any) -> Any:
+        devices = jax.local_device_count()
+        return jax.tree.map(lambda x: np.reshape(x, (devices, -1) + np.shape(x)[1:]), batch)
+
+    compiler_options = None  # jax.pmap takes none: XLA's defaults
 
     def to_host(self, tree: Any) -> Any:
         """The first device's copy of replicated state or `pmean`-ed metrics."""

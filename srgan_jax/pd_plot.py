@@ -14,7 +14,6 @@ from PIL import Image, ImageDraw, ImageFont
 _PANEL_W, _PANEL_H = 420, 340
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 30, 44  # margins around each panel's plot area
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
-_HR = "HR"
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -33,10 +32,10 @@ def _padded_range(values: list[float], pad: float) -> tuple[float, float]:
 
 
 def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by_method: dict[str, dict],
-           colours: dict[str, tuple[int, int, int]], font: ImageFont.ImageFont) -> None:
+           reference: str, colours: dict[str, tuple[int, int, int]], font: ImageFont.ImageFont) -> None:
     x0, y0 = origin
-    points = {m: (r["psnr"], r["niqe"]) for m, r in by_method.items() if m != _HR}
-    hr_niqe = by_method.get(_HR, {}).get("niqe")
+    points = {m: (r["psnr"], r["niqe"]) for m, r in by_method.items() if m != reference}
+    hr_niqe = by_method.get(reference, {}).get("niqe")
     psnr_low, psnr_high = _padded_range([p for p, _ in points.values()], 0.15)
     niqe_low, niqe_high = _padded_range([n for _, n in points.values()] + ([hr_niqe] if hr_niqe else []), 0.15)
     left, top = x0 + _LEFT, y0 + _TOP
@@ -70,15 +69,16 @@ def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by
                   font=font)
 
 
-def render(results: dict[str, dict[str, dict]]) -> Image.Image:
-    """Figure of {method: {set: {"psnr", "niqe", ...}}} (the evaluate results; "HR" has NIQE only)."""
+def render(results: dict[str, dict[str, dict]], reference: str = "HR") -> Image.Image:
+    """Figure of {method: {set: {"psnr", "niqe", ...}}} (the evaluate results); the `reference`
+    method (the HR images, NIQE only) is drawn as a dashed line."""
     sets = list(dict.fromkeys(s for by_set in results.values() for s in by_set))
-    methods = [m for m in results if m != _HR]
+    methods = [m for m in results if m != reference]
     colours = {m: _COLOURS[i % len(_COLOURS)] for i, m in enumerate(methods)}
     figure = Image.new("RGB", (_PANEL_W * len(sets), _PANEL_H), "white")
     draw = ImageDraw.Draw(figure)
     font = ImageFont.load_default()
     for i, set_name in enumerate(sets):
         by_method = {m: results[m][set_name] for m in results if set_name in results[m]}
-        _panel(draw, (i * _PANEL_W, 0), set_name, by_method, colours, font)
+        _panel(draw, (i * _PANEL_W, 0), set_name, by_method, reference, colours, font)
     return figure

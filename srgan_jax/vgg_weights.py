@@ -92,7 +92,10 @@ def load_feature_extractor(path: str | Path, layers: Sequence[str] = ("relu5_4",
     The preprocessing (torchvision or caffe) is the one recorded in the sidecar
     `<path>.json` by `srgan-jax convert-vgg19`. `dtype` is the compute dtype; params stay float32.
     """
-    check_layers(layers)
+    try:
+        check_layers(layers)
+    except ValueError as err:
+        raise UserError(str(err)) from None
     params, meta = load_params(path)
     return VGGFeatures(params=jax.tree_util.tree_map(jnp.asarray, params), layers=tuple(layers),
                        preprocessing=meta["preprocessing"], dtype=dtype)

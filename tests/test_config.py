@@ -2,7 +2,7 @@
 
 import pytest
 
-from configs import default, srgan
+from srgan_jax.configs import default, srgan
 from srgan_jax import config as config_lib
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError

@@ -152,3 +152,5 @@ def test_plot_needs_psnr_and_niqe(toy_set, tmp_path):
         evaluate.run_cli(_args(data_dir=str(toy_set), plot=str(tmp_path / "pd.png")))
     with pytest.raises(UserError, match="--metrics psnr,lpips"):
         evaluate.run_cli(_args(data_dir=str(toy_set), metrics=["psnr", "lpips"]))
+    with pytest.raises(UserError, match="drop niqe from --metrics"):  # 48x64: no 96x96 NIQE block
+        evaluate.run_cli(_args(data_dir=str(toy_set), metrics=["niqe"]))

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-import jax
 import numpy as np
 import pytest
 from PIL import Image

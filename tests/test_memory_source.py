@@ -2,21 +2,10 @@
 
 import numpy as np
 import pytest
-from PIL import Image
 
 from srgan_jax.data import memory_source
 from srgan_jax.data.imresize import imresize
 from srgan_jax.errors import UserError
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        small = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((80, 64), Image.BICUBIC).save(folder / f"im{i}.png")
-    return folder
 
 
 def test_crop_sampler_is_deterministic_and_lr_is_the_matlab_bicubic_of_the_crop(image_dir):

@@ -80,7 +80,7 @@ def test_parallel_step_equals_single_device_step_within_float32_error(distances,
 @pytest.mark.parametrize("run", ["local_batch_norm", "no_pmean"])
 def test_the_comparison_rejects_wrong_parallel_steps(distances, run):
     ratio, leaf = worst_ratio(distances, "gan", run)
-    assert ratio > 1000 * TOLERANCE, f"{run} {kind} step passed: worst {leaf} only {ratio:.3g}"
+    assert ratio > 1000 * TOLERANCE, f"{run} GAN step passed: worst {leaf} only {ratio:.3g}"
 
 
 def test_the_steps_really_update_both_networks(distances):

@@ -7,25 +7,13 @@ import signal
 import jax
 import numpy as np
 import pytest
-from PIL import Image
 
-from configs import quickstart
+from srgan_jax.configs import quickstart
 from srgan_jax import checkpoints
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 from srgan_jax.training import loop
 from srgan_jax.training.state import generator_variables
-
-
-@pytest.fixture(scope="module")
-def image_dir(tmp_path_factory):
-    folder = tmp_path_factory.mktemp("images")
-    rng = np.random.default_rng(0)
-    for i in range(6):
-        # Smooth random images: learnable, unlike white noise.
-        small = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
-        Image.fromarray(small).resize((80, 64), Image.BICUBIC).save(folder / f"im{i}.png")
-    return folder
 
 
 def tiny_config(image_dir, **train_overrides):

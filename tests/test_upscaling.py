@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import srgan_jax
-from configs import quickstart
+from srgan_jax.configs import quickstart
 from srgan_jax import checkpoints, cli, metrics, models
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.data.imresize import imresize, upscale_nearest

@@ -29,7 +29,13 @@ class Picture:
 
     def rgb(self) -> np.ndarray:
         """uint8 [H, W, 3]: gray replicated to RGB, alpha dropped."""
-        return np.repeat(self.pixels[..., :1], 3, axis=-1) if self.pixels.shape[-1] < 3 else self.pixels[..., :3]
+        return to_rgb(self.pixels)
+
+
+def to_rgb(pixels: np.ndarray) -> np.ndarray:
+    """[H, W, C] with C = 1 (gray), 2 (gray + alpha), 3 (RGB) or 4 (RGBA) -> [H, W, 3]: gray
+    replicated, alpha dropped."""
+    return np.repeat(pixels[..., :1], 3, axis=-1) if pixels.shape[-1] < 3 else pixels[..., :3]
 
 
 def read_image(path: str | Path) -> Picture:

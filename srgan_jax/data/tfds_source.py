@@ -85,8 +85,9 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """
 
     name = "srgan_image_folder"
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "First version."}
+    VERSION = tfds.core.Version("1.1.0")
+    RELEASE_NOTES = {"1.0.0": "First version.",
+                     "1.1.0": "Images decoded upright (EXIF orientation applied), as srgan_jax.data.images does."}
     # No download checksums live beside this code. Also sidesteps tfds 4.9.x looking the code
     # path up through `importlib_resources`, a dependency it does not declare (tfds issue #11212).
     code_path = None

@@ -32,7 +32,6 @@ LAYER_NAMES: tuple[str, ...] = tuple(
     name for conv, _, _ in CONVS for name in (conv, conv.replace("conv", "relu"))
 )
 
-# torchvision `vgg19().features` indices of the 16 convs (ReLUs and pools sit between them).
 
 PREPROCESSING = {
     "torchvision": {"channel_order": "RGB", "input_range": [0.0, 1.0],
@@ -130,5 +129,3 @@ def random_feature_extractor(layers: Sequence[str] = ("relu5_4",), seed: int = 0
     check_layers(layers)
     variables = VGG19(layers=("relu5_4",)).init(jax.random.PRNGKey(seed), jnp.zeros((1, 16, 16, 3)))
     return VGGFeatures(params=variables["params"], layers=tuple(layers), preprocessing=preprocessing, dtype=dtype)
-
-

@@ -112,7 +112,7 @@ def _time_is_up(config: ml_collections.ConfigDict, started: float) -> str | None
 
 
 def _create_validator(config: ml_collections.ConfigDict) -> validation.Validator | None:
-    """Validation on `eval.*` images with G in float32 inference mode; None when none are configured."""
+    """Validation on `eval.*` images with G in inference mode (the config's dtype); None when none are configured."""
     images = validation.load_eval_images(config)
     if not images:
         return None
@@ -206,7 +206,7 @@ class _Monitor:
 
     def check(self, to_host: Callable[[Any], Any]) -> None:
         """Fetch the recorded metrics; NonFiniteLossError at the first NaN/Inf, else write their mean."""
-        fetched = [(step, {k: float(v) for k, v in jax.device_get(to_host(m)).items()}) for step, m in self._history]
+        fetched = [(step, {k: float(v) for k, v in to_host(jax.device_get(m)).items()}) for step, m in self._history]
         self._history.clear()
         for step, values in fetched:
             bad = [name for name, value in values.items() if not math.isfinite(value)]

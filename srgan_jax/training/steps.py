@@ -19,6 +19,7 @@ from srgan_jax.networks import losses
 from srgan_jax.networks.losses import ContentLoss
 from srgan_jax.training.state import SRState
 
+
 def _pmean(tree: Any, axis_name: str | None) -> Any:
     return tree if axis_name is None else jax.lax.pmean(tree, axis_name)
 

@@ -33,6 +33,7 @@ import numpy as np
 
 from srgan_jax import checkpoints, models, xla_cpu
 from srgan_jax import config as config_lib
+from srgan_jax.data.images import to_rgb
 from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
@@ -144,7 +145,7 @@ class Upscaler:
             raise ValueError(f"upscale: expected a uint8 [H, W] or [H, W, 1|2|3|4] image, got "
                              f"{image.dtype} {image.shape}")
         h, w, channels = image.shape
-        rgb = np.repeat(image[..., :1], 3, axis=-1) if channels < 3 else image[..., :3]
+        rgb = to_rgb(image)
         has_alpha = channels in (2, 4)
         out = np.empty((h * self.scale, w * self.scale, 4 if has_alpha else 3), np.uint8)
         self._upscale_rgb(rgb, out)

@@ -113,7 +113,7 @@ def run_upscale_cli(args: argparse.Namespace) -> int:
     each on stderr and do not stop the others. Returns 0, or 1 if any file failed.
     """
     upscaler = engine.load_generator(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                              dtype=args.dtype)
+                                     dtype=args.dtype)
     jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
     for line in errors:
         print(line, file=sys.stderr)
