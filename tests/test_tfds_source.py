@@ -242,7 +242,7 @@ def test_tfds_source_with_mocked_records(tmp_path, name, make_example, use_datas
 def test_folder_cannot_use_dataset_lr(folder, tmp_path):
     with pytest.raises(UserError, match="use_dataset_lr"):
         tfds_source.create_train_iterator(_config(tmp_path, folder, use_dataset_lr=True),
-                                             scale=4, batch_size=2, seed=0)
+                                          scale=4, batch_size=2, seed=0)
 
 
 def test_t91_folder_at_paper_crop_size(tmp_path):
@@ -253,7 +253,8 @@ def test_t91_folder_at_paper_crop_size(tmp_path):
     batch = next(tfds_source.create_train_iterator(config, scale=4, batch_size=16, seed=0))
     assert batch["hr"].shape == (16, 96, 96, 3) and batch["lr"].shape == (16, 24, 24, 3)
     _assert_bicubic_lr(batch)
-    prepared = list((tmp_path / "tfds" / "srgan_image_folder").glob("folder_*/1.0.0/dataset_info.json"))
+    version = tfds_source.FolderImages.VERSION
+    prepared = list((tmp_path / "tfds" / "srgan_image_folder").glob(f"folder_*/{version}/dataset_info.json"))
     assert len(prepared) == 1, "the folder is prepared once under tfds_data_dir"
 
 

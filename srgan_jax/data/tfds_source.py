@@ -4,7 +4,7 @@ Sources (`config.data`):
 - folder: every PNG/JPEG/BMP under `image_dir` (recursive), turned into a tfds dataset by
   `FolderImages` so a folder of photos gets the same caching, splitting and sharding as a
   registered dataset. It is prepared once into `<tfds_data_dir or the tfds default
-  (~/tensorflow_datasets, or $TFDS_DATA_DIR)>/srgan_image_folder/<folder digest>/1.0.0/`;
+  (~/tensorflow_datasets, or $TFDS_DATA_DIR)>/srgan_image_folder/<folder digest>/<VERSION>/`;
   the digest covers the folder's path and its files' names, sizes and mtimes, so an edited
   folder is prepared again (old copies can be deleted by hand). Unreadable files are skipped
   with a warning naming them.
