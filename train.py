@@ -33,9 +33,21 @@ def usage() -> str:
     return f"{__doc__}\nFields (configs/default.py):\n{default.get_config()}"
 
 
-def fail(message: str) -> NoReturn:
+def fail(message: str, code: int = 2) -> NoReturn:
     print(f"train.py: error: {message}", file=sys.stderr)
-    sys.exit(2)
+    jax = sys.modules.get("jax")
+    if jax is not None and jax.process_count() > 1:  # the peers must not wait for this process at exit
+        from srgan_jax import multihost
+
+        multihost.exit_now(code)
+    sys.exit(code)
+
+
+class _DropOrbaxLogs(logging.Filter):
+    """Orbax logs each failure (with its traceback) before raising it; the raised error is reported in one line."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "orbax" not in record.pathname
 
 
 def main(argv):
@@ -51,10 +63,21 @@ def main(argv):
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
+    logging.getLogger("absl").addFilter(_DropOrbaxLogs())
     try:
         train_and_evaluate(config, FLAGS.workdir)
     except UserError as err:
         fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted twice: stopped without a new checkpoint; rerun to resume from the last one", 130)
+    except Exception as err:
+        import jax
+
+        if jax.process_count() == 1:  # a bug: its traceback helps
+            raise
+        fail(f"process {jax.process_index()} stopped ({type(err).__name__}: "
+             f"{(str(err).strip().splitlines() or [''])[0][:200]}): a peer process died or failed; "
+             "the checkpoints written so far are intact, rerun all processes to resume", 1)
 
 
 if __name__ == "__main__":

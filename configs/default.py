@@ -12,7 +12,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.seed = 0
     config.dtype = "float32"  # compute dtype: float32 | bfloat16 (parameters stay float32)
     config.parallel = "mesh"  # mesh: jax.jit over a 1-D device mesh | pmap: jax.pmap
-    config.distributed = False  # call jax.distributed.initialize() (multi-host)
+    config.distributed = ml_collections.ConfigDict()  # several processes as one run (jax.distributed)
+    config.distributed.enabled = False
+    config.distributed.coordinator_address = ""  # host:port of process 0; empty: from the cluster manager
+    config.distributed.num_processes = 0  # 0: from the cluster manager
+    config.distributed.process_id = -1  # -1: from the cluster manager
+    config.distributed.timeout_s = 60.0  # a peer silent this long is taken as dead: the others exit
     config.init_from = ""  # SRResNet workdir or checkpoint to initialise G from (SRGAN)
     config.vgg_weights = ""  # VGG losses: a VGG19 file made by `srgan-jax convert-vgg19` (pretrained/README.md)
 

@@ -10,24 +10,48 @@ A generator is restored from nothing but such a step folder: `read_generator_spe
 what rebuilds it from `meta`, `load_generator_variables` its arrays. This is the only module
 that reads or writes `meta`. The package ships a trained generator in the same layout
 (`shipped_checkpoint`).
+
+Integrity: `meta` holds a CRC-32 of every array of `state` and `generator`, and every restore
+checks them. Training resumes from the newest checkpoint that restores and matches
+(`restore_newest_intact`); damaged newer ones move to `<workdir>/damaged/`. Storage failures
+(full disk, no permission) surface as one `StorageError` line naming the path and the cause.
 """
 
 from __future__ import annotations
 
+import contextlib
 import importlib.resources
 import json
+import logging
+import os
+import re
+import shutil
+import zlib
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 
 ITEMS = ("state", "generator", "meta")
 SHIPPED_GENERATOR = "srresnet_x4"  # the default of `srgan-jax upscale` / `evaluate` / `load_generator`
+DAMAGED = "damaged"  # <workdir>/damaged/<step>: checkpoints that failed verification, kept for inspection
+
+log = logging.getLogger(__name__)
+
+
+class DamagedCheckpointError(UserError):
+    """A checkpoint that cannot be read, or whose arrays do not match their checksums."""
+
+
+class StorageError(UserError):
+    """Writing to the workdir failed (full disk, no permission, read-only file system)."""
 
 
 def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
@@ -35,50 +59,178 @@ def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManag
     workdir = Path(workdir).absolute()
     latest = ocp.CheckpointManager(
         workdir / "checkpoints",
-        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True),
+        options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
         item_names=ITEMS,
     )
     best = ocp.CheckpointManager(
         workdir / "best",
         options=ocp.CheckpointManagerOptions(
-            max_to_keep=1, best_fn=lambda metrics: metrics["val_psnr"], best_mode="max", create=True
+            max_to_keep=1, best_fn=lambda metrics: metrics["val_psnr"], best_mode="max", create=True,
+            cleanup_tmp_directories=True,
         ),
         item_names=ITEMS,
     )
     return latest, best
 
 
-def latest_step(workdir: str | Path) -> int | None:
-    """The step of the newest complete checkpoint in `workdir`, None if there is none; creates nothing."""
+def all_steps(workdir: str | Path) -> list[int]:
+    """The steps of the complete checkpoints in `workdir`, oldest first; creates nothing."""
     folder = Path(workdir).absolute() / "checkpoints"
     if not folder.is_dir():
-        return None
+        return []
     with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True),
                                item_names=ITEMS) as manager:
-        return manager.latest_step()
+        return sorted(manager.all_steps())
+
+
+def latest_step(workdir: str | Path) -> int | None:
+    """The step of the newest complete checkpoint in `workdir`, None if there is none; creates nothing."""
+    steps = all_steps(workdir)
+    return steps[-1] if steps else None
+
+
+def checksums(tree: Any) -> dict[str, str]:
+    """{path of each array in `tree`: CRC-32 of its bytes, 8 hex digits}.
+
+    Python scalars (a step counter never updated) count in JAX's dtype, as Orbax stores them.
+    """
+    leaves = jax.tree_util.tree_flatten_with_path(jax.device_get(tree))[0]
+    return {jax.tree_util.keystr(path): f"{zlib.crc32(_canonical(x).tobytes()):08x}" for path, x in leaves}
+
+
+def _canonical(x: Any) -> np.ndarray:
+    return np.asarray(x, dtype=jax.dtypes.canonicalize_dtype(np.result_type(x)), order="C")
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
          config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
-    """Save the full state, G's inference variables and the metadata (spec, config, step) at `step`."""
-    meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step}
-    manager.save(
-        step,
-        args=ocp.args.Composite(
-            state=ocp.args.StandardSave(state),
-            generator=ocp.args.StandardSave(generator_variables),
-            meta=ocp.args.JsonSave(meta),
-        ),
-        metrics=metrics,
-        force=True,
-    )
+    """Save the full state, G's inference variables and the metadata (spec, config, step,
+    checksums) at `step`; StorageError when the save cannot start (see `wait_until_finished`)."""
+    meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step,
+            "checksums": {"state": checksums(state), "generator": checksums(generator_variables)}}
+    with _storage_errors(manager.directory, step):
+        manager.save(
+            step,
+            args=ocp.args.Composite(
+                state=ocp.args.StandardSave(_replicated(state)),
+                generator=ocp.args.StandardSave(_replicated(generator_variables)),
+                meta=ocp.args.JsonSave(meta),
+            ),
+            metrics=metrics,
+            force=True,
+        )
 
 
-def restore_state(manager: ocp.CheckpointManager, target_state: Any, step: int) -> Any:
-    """The full state saved at `step`, shaped like `target_state`."""
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, target_state)
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+def _replicated(tree: Any) -> Any:
+    """Host arrays as one array replicated over every device of every process, which is what
+    Orbax writes once from several processes (every process calls `save`)."""
+    if jax.process_count() == 1:
+        return tree
+    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("devices",)), PartitionSpec())
+    return jax.device_put(jax.tree.map(_canonical, tree), sharding)
+
+
+def wait_until_finished(manager: ocp.CheckpointManager) -> None:
+    """Block until the asynchronous save in flight is on disk; StorageError if it failed."""
+    with _storage_errors(manager.directory, None):
+        manager.wait_until_finished()
+
+
+@contextlib.contextmanager
+def _storage_errors(directory: Path, step: int | None) -> Iterator[None]:
+    """Turn a failed write under `directory` into one StorageError line (path, cause, fix)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as err:  # Orbax and tensorstore wrap the OS error in their own types
+        cause = storage_cause(err)
+        if cause is None:
+            raise
+        what = f"checkpoint step {step}" if step is not None else "a checkpoint"
+        raise StorageError(f"writing {what} to {directory} failed ({cause}): free space or "
+                           "fix the permissions; older checkpoints are untouched") from None
+
+
+def storage_cause(err: BaseException) -> str | None:
+    """The OS-level cause of a failed write (e.g. "No space left on device: /path"); None if it has none."""
+    for cause in _chain(err):
+        if isinstance(cause, OSError) and cause.strerror:
+            return f"{cause.strerror}: {cause.filename}" if cause.filename else cause.strerror
+        code = re.search(r"os_error_code='?(\d+)", str(cause))
+        if code:  # tensorstore reports the errno in its message
+            path = re.search(r'Failed (?:writing|to open|opening)[^"]*"([^"]+)"', str(cause))
+            return os.strerror(int(code.group(1))) + (f": {path.group(1)}" if path else "")
+    return None
+
+
+def _chain(err: BaseException) -> Iterator[BaseException]:
+    seen = set()
+    while err is not None and id(err) not in seen:
+        seen.add(id(err))
+        yield err
+        err = err.__cause__ or err.__context__
+
+
+def restore_newest_intact(workdir: str | Path, target_state: Any) -> tuple[int, Any] | None:
+    """(step, state) of the newest checkpoint in `workdir` that restores and matches its checksums.
+
+    Each damaged newer checkpoint is reported in one warning (step and cause). None when
+    there are no checkpoints; DamagedCheckpointError when none of them is intact. Damaged
+    ones stay where they are: `set_aside` moves them once every process has chosen.
+    """
+    folder = Path(workdir).absolute() / "checkpoints"
+    steps = all_steps(workdir)
+    if not steps:
+        return None
+    abstract = _on_first_local_device(target_state)
+    with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True),
+                               item_names=ITEMS) as manager:
+        for step in reversed(steps):
+            try:
+                return step, _restore_verified(manager, step, abstract)
+            except DamagedCheckpointError as err:
+                log.warning("%s: trying the checkpoint before it", err)
+    raise DamagedCheckpointError(f"no intact checkpoint in {folder} (steps {steps} are all damaged): "
+                                 f"move {folder} away to train from scratch")
+
+
+def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract: Any) -> Any:
+    step_dir = Path(manager.directory) / str(step)
+    meta = _read_meta(step_dir)
+    try:
+        restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
+    except Exception as err:  # Orbax, tensorstore and msgpack each raise their own types
+        raise DamagedCheckpointError(f"checkpoint step {step} in {step_dir} cannot be read "
+                                     f"({_first_line(err)})") from None
+    _verify(step_dir, "state", restored["state"], meta)
     return restored["state"]
+
+
+def _verify(step_dir: Path, item: str, tree: Any, meta: dict) -> None:
+    """DamagedCheckpointError unless every array of `tree` matches the checksum in `meta`."""
+    expected = meta.get("checksums", {}).get(item)
+    if expected is None:
+        log.warning("%s has no checksums (written by an older srgan-jax): not verified", step_dir)
+        return
+    got = checksums(tree)
+    for path in sorted(set(expected) | set(got)):
+        if expected.get(path) != got.get(path):
+            raise DamagedCheckpointError(f"checkpoint {step_dir}: array {item}{path} does not match its "
+                                         "checksum (the file was changed or damaged on disk)")
+
+
+def set_aside(workdir: str | Path, steps: list[int]) -> None:
+    """Move damaged checkpoints (`steps`) to `<workdir>/damaged/<step>`, so training can write those steps again."""
+    workdir = Path(workdir).absolute()
+    for step in steps:
+        target = workdir / DAMAGED / str(step)
+        suffix = 1
+        while target.exists():
+            target, suffix = workdir / DAMAGED / f"{step}-{suffix}", suffix + 1
+        target.parent.mkdir(exist_ok=True)
+        shutil.move(workdir / "checkpoints" / str(step), target)
+        log.warning("damaged checkpoint step %d moved to %s", step, target)
 
 
 def _step_dir(path: Path) -> Path:
@@ -94,16 +246,23 @@ def _step_dir(path: Path) -> Path:
     )
 
 
-def read_generator_spec(path: str | Path) -> GeneratorSpec:
-    """What rebuilds the generator of the checkpoint that `path` resolves to (from its metadata)."""
-    step_dir = _step_dir(Path(path))
+def _read_meta(step_dir: Path) -> dict:
     meta_file = step_dir / "meta" / "metadata"
     if not meta_file.is_file():
-        raise UserError(f"checkpoint {step_dir} has no meta/metadata: it was not written by srgan-jax")
+        raise DamagedCheckpointError(f"checkpoint {step_dir} has no meta/metadata: it is incomplete or was "
+                                     "not written by srgan-jax")
     try:
-        return GeneratorSpec.from_dict(json.loads(meta_file.read_text())["model"])
-    except (ValueError, KeyError, TypeError) as err:  # JSONDecodeError is a ValueError
-        raise UserError(f"{meta_file} is damaged or not srgan-jax metadata ({err}): pass another checkpoint") from None
+        meta = json.loads(meta_file.read_text())
+        GeneratorSpec.from_dict(meta["model"])
+        return meta
+    except (ValueError, KeyError, TypeError, UnicodeDecodeError) as err:  # JSONDecodeError is a ValueError
+        raise DamagedCheckpointError(f"{meta_file} is damaged or not srgan-jax metadata ({err}): "
+                                     "pass another checkpoint") from None
+
+
+def read_generator_spec(path: str | Path) -> GeneratorSpec:
+    """What rebuilds the generator of the checkpoint that `path` resolves to (from its metadata)."""
+    return GeneratorSpec.from_dict(_read_meta(_step_dir(Path(path)))["model"])
 
 
 def shipped_checkpoint(name: str = SHIPPED_GENERATOR) -> Path:
@@ -123,16 +282,27 @@ def shipped_checkpoint(name: str = SHIPPED_GENERATOR) -> Path:
 
 
 def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
-    """G's {"params", "batch_stats"} from a checkpoint, shaped like `abstract_variables`."""
+    """G's {"params", "batch_stats"} from a checkpoint, shaped like `abstract_variables`, checksums verified."""
     step_dir = _step_dir(Path(path)).absolute()
-    # Place every array on this process's first device: the checkpoint may come from
-    # another machine (e.g. trained on a GPU, restored on a CPU).
-    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    abstract = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=device), abstract_variables)
+    meta = _read_meta(step_dir)
+    abstract = _on_first_local_device(abstract_variables)
     try:
         with ocp.StandardCheckpointer() as checkpointer:
-            return checkpointer.restore(step_dir / "generator", abstract)
+            variables = checkpointer.restore(step_dir / "generator", abstract)
     except Exception as err:  # Orbax, msgpack and tensorstore each raise their own types
-        first_line = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"checkpoint {step_dir} is damaged or incomplete ({type(err).__name__}: {first_line}): "
-                        "pass another checkpoint, e.g. an older step folder") from None
+        raise DamagedCheckpointError(f"checkpoint {step_dir} is damaged or incomplete ({_first_line(err)}): "
+                                     "pass another checkpoint, e.g. an older step folder") from None
+    _verify(step_dir, "generator", variables, meta)
+    return variables
+
+
+def _on_first_local_device(tree: Any) -> Any:
+    """Restore targets on this process's first device: the checkpoint may come from another
+    machine or another number of processes (e.g. trained by two GPU hosts, restored on a CPU)."""
+    device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)),
+                                                       sharding=device), tree)
+
+
+def _first_line(err: BaseException) -> str:
+    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0][:200]

@@ -99,5 +99,20 @@ def validate(config: ml_collections.ConfigDict) -> None:
         problems.append(f"data.hr_size={data.hr_size} must be a multiple of model.scale={model.scale}")
     if uses_gan(config) and data.hr_size % 16:
         problems.append(f"data.hr_size={data.hr_size} must be a multiple of 16 for the discriminator")
+    problems += _distributed_problems(config.distributed)
     if problems:
         raise UserError("bad config: " + "; ".join(problems))
+
+
+def _distributed_problems(distributed: ml_collections.ConfigDict) -> list[str]:
+    problems = []
+    if distributed.num_processes < 0:
+        problems.append(f"distributed.num_processes={distributed.num_processes} must be >= 0 (0: auto-detect)")
+    if distributed.process_id < -1 or 0 < distributed.num_processes <= distributed.process_id:
+        problems.append(f"distributed.process_id={distributed.process_id} must be in [0, num_processes) "
+                        "(-1: auto-detect)")
+    if distributed.coordinator_address and not re.fullmatch(r"\S+:\d+", distributed.coordinator_address):
+        problems.append(f"distributed.coordinator_address={distributed.coordinator_address!r} must be host:port")
+    if not distributed.timeout_s > 0:
+        problems.append(f"distributed.timeout_s={distributed.timeout_s} must be > 0")
+    return problems

@@ -81,7 +81,7 @@ class MeshStrategy:
 
     def place_state(self, tree: Any) -> Any:
         """Place a pytree on every device of the mesh (works across hosts)."""
-        return jax.tree.map(lambda x: jax.make_array_from_process_local_data(self.replicated, np.asarray(x)), tree)
+        return jax.device_put(jax.tree.map(np.asarray, tree), self.replicated)
 
     def place_batch(self, batch: Any) -> Any:
         """Assemble the global batch from this process's slice, sharded along "data"."""

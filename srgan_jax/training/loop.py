@@ -1,24 +1,27 @@
 """The training loop: `train_and_evaluate(config, workdir)` builds, restores, trains and saves.
 
 The workdir holds `checkpoints/` (the newest `train.keep_checkpoints`), `best/` (best
-validation PSNR), `metrics.jsonl` and TensorBoard events, and the final validation samples.
+validation PSNR), `metrics.jsonl` and TensorBoard events, the final validation samples,
+`lock` while a run holds it, and `damaged/` for checkpoints that failed verification.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import math
 import signal
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Iterator
 
 import jax
 import ml_collections
+import numpy as np
 from tqdm import tqdm
 
-from srgan_jax import checkpoints, models, parallel
+from srgan_jax import checkpoints, models, multihost, parallel
 from srgan_jax import config as config_lib
 from srgan_jax.data.batches import create_train_iterator
 from srgan_jax.errors import UserError
@@ -26,20 +29,21 @@ from srgan_jax.training import validation
 from srgan_jax.training.state import SRState, create_state, generator_variables
 from srgan_jax.training.steps import gan_train_step, generator_train_step
 from srgan_jax.training.summary import SummaryWriter
+from srgan_jax.training.workdir_lock import WorkdirLock
 
 log = logging.getLogger(__name__)
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRState:
-    """Train per `config` in `workdir`, resuming from its latest checkpoint if any.
+    """Train per `config` in `workdir`, resuming from its newest intact checkpoint if any.
 
     Checkpoints every `train.checkpoint_every` steps, on SIGTERM / Ctrl-C, at
-    `train.time_limit_s` and at the end; validates every `eval.every` steps. Returns the
-    final state (one host copy).
+    `train.time_limit_s` and at the end; validates every `eval.every` steps. A checkpoint is
+    written only once its state has proved finite (parameters, and the loss it gives on the
+    next batch). Returns the final state (one host copy).
     """
     config_lib.validate(config)
-    if config.distributed:
-        jax.distributed.initialize()
+    multihost.initialize(config.distributed)
     parallel.check_batch_size(config.train.batch_size, jax.device_count(), jax.process_count())
     strategy = parallel.create_strategy(config.parallel)
     workdir = Path(workdir)
@@ -47,49 +51,122 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     start_step = checkpoints.latest_step(workdir) or 0
     if config.init_from and not start_step:
         _check_init_from(config)
-    batches = create_train_iterator(config, config.train.batch_size // jax.process_count(), start_step)
+    batch_size = config.train.batch_size // jax.process_count()
+    batches = create_train_iterator(config, batch_size, start_step)
     validator = _create_validator(config)
     train_steps = _wrap_train_steps(config, strategy)
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints)
     generator, discriminator = models.create_models(config, strategy.bn_axis_name)
-    state = _restore_or_initialise(config, latest, start_step, generator, discriminator)
 
-    batches = strategy.place_batches(batches)
+    with _workdir(workdir):
+        state, restored_step = _restore_or_initialise(config, workdir, generator, discriminator)
+        multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
+        if restored_step != start_step:  # a damaged newer checkpoint was set aside
+            batches = create_train_iterator(config, batch_size, restored_step)
+        latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints)
+        try:
+            return _train(config, workdir, strategy, train_steps, validator, state, restored_step,
+                          strategy.place_batches(batches), latest, best)
+        finally:  # the async save in flight lands or fails before the managers go
+            latest.close()
+            best.close()
+
+
+def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
+           train_steps: dict[str, Callable], validator: validation.Validator | None, state: SRState,
+           start_step: int, batches: Any, latest: Any, best: Any) -> SRState:
+    """The loop from `start_step` to `train.num_steps` (or a stop request); returns the last saved state."""
     state = strategy.place_state(state)
     monitor = _Monitor(config, workdir, start_step)
-    step, started = start_step, time.perf_counter()
-    with _StopRequest() as stop, monitor:
+    step, started, reason = start_step, time.perf_counter(), None
+    pending = None  # (step, host state, validation): saved once its loss on the next batch is finite
+    final = None
+    with _StopRequest(config, started) as stop, monitor:
         try:
-            while step < config.train.num_steps:
+            while step < config.train.num_steps and not reason:
                 state, step_metrics = train_steps[_step_kind(config, step)](state, next(batches))
                 step += 1
                 monitor.record(step, step_metrics)
-                reason = stop.signal_name or _time_is_up(config, started)
-                at_checkpoint = reason or step % config.train.checkpoint_every == 0 or step == config.train.num_steps
-                if at_checkpoint or step % config.train.log_every == 0:
-                    monitor.check(strategy.to_host)
+                sync = _is_sync_step(config, step)
+                reason = stop.reason(step, sync)
+                at_checkpoint = bool(reason) or step % config.train.checkpoint_every == 0 \
+                    or step == config.train.num_steps
+                if pending or at_checkpoint or step % config.train.log_every == 0:
+                    monitor.check(strategy.to_host, write=sync or bool(reason))
+                if pending:  # step `step` computed its loss from the pending state: finite
+                    with stop.deferred():
+                        _save(config, latest, best, *pending, monitor)
+                    final, pending = pending[1], None
                 val = None
                 if validator and (step % config.eval.every == 0 or step == config.train.num_steps):
                     val = monitor.validated(step, validator(generator_variables(strategy.to_host(state))))
                 if at_checkpoint:
-                    current = strategy.to_host(state)
-                    checkpoints.save(latest, step, current, generator_variables(current), config)
-                    if val:
-                        checkpoints.save(best, step, current, generator_variables(current), config, val)
-                    monitor.last_good_step = step
-                if reason:
-                    log.warning("%s: checkpoint written at step %d, exiting", reason, step)
-                    break
+                    pending = (step, _host_copy(strategy, state), val)
+                    if reason or step == config.train.num_steps:  # no next step: probe the loss once
+                        _, probe = train_steps[_step_kind(config, step)](state, next(batches))
+                        monitor.record(step + 1, probe, probe=True)
+                        monitor.check(strategy.to_host, write=False)
+                        with stop.deferred():
+                            _save(config, latest, best, *pending, monitor)
+                        final, pending = pending[1], None
+            if reason:
+                log.warning("%s: checkpoint written at step %d, exiting", reason, step)
         finally:  # never lose an in-flight asynchronous save, whatever stopped the loop
-            latest.wait_until_finished()
-            best.wait_until_finished()
+            with stop.deferred():
+                checkpoints.wait_until_finished(latest)
+                checkpoints.wait_until_finished(best)
     monitor.report_speed(step, time.perf_counter() - started)
-    final = strategy.to_host(state)
+    final = final if final is not None else _host_copy(strategy, state)
     if validator and step == config.train.num_steps:
         validation.write_samples(workdir, validator(generator_variables(final)), config.model.scale)
     return final
+
+
+@contextlib.contextmanager
+def _workdir(workdir: Path) -> Iterator[None]:
+    """Create and lock `workdir` (process 0 holds the lock; the others wait for it)."""
+    try:
+        workdir.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise checkpoints.StorageError(f"cannot create --workdir {workdir} ({err.strerror}): "
+                                       "choose a writable folder") from None
+    if jax.process_index() != 0:
+        multihost.barrier("workdir locked")
+        yield
+        return
+    try:
+        lock = WorkdirLock(workdir).__enter__()
+    except OSError as err:
+        raise checkpoints.StorageError(f"cannot write to --workdir {workdir} ({err.strerror}): "
+                                       "choose a writable folder") from None
+    try:
+        multihost.barrier("workdir locked")
+        yield
+    finally:
+        lock.__exit__()
+
+
+def _host_copy(strategy: parallel.Strategy, state: SRState) -> SRState:
+    """The state as numpy arrays: survives the donation of the device buffers to the next step."""
+    return jax.device_get(strategy.to_host(state))
+
+
+def _save(config: ml_collections.ConfigDict, latest: Any, best: Any, step: int, state: SRState,
+          val: dict | None, monitor: _Monitor) -> None:
+    """Checkpoint a state whose next loss was finite, after checking its own arrays."""
+    bad = [jax.tree_util.keystr(path) for path, x in jax.tree_util.tree_flatten_with_path(state)[0]
+           if np.issubdtype(np.asarray(x).dtype, np.floating) and not np.isfinite(x).all()]
+    if bad:
+        monitor.fail(f"state array {bad[0]} is not finite at step {step}")
+    checkpoints.save(latest, step, state, generator_variables(state), config)
+    if val:
+        checkpoints.save(best, step, state, generator_variables(state), config, val)
+    monitor.last_good_step = step
+
+
+def _is_sync_step(config: ml_collections.ConfigDict, step: int) -> bool:
+    """Steps where metrics are written and, in a multi-process run, every process agrees on stopping."""
+    return step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 \
+        or step == config.train.num_steps
 
 
 def _wrap_train_steps(config: ml_collections.ConfigDict, strategy: parallel.Strategy) -> dict[str, Callable]:
@@ -105,12 +182,6 @@ def _step_kind(config: ml_collections.ConfigDict, step: int) -> str:
     return "gan" if config_lib.uses_gan(config) and step >= config.train.pretrain_steps else "g"
 
 
-def _time_is_up(config: ml_collections.ConfigDict, started: float) -> str | None:
-    if 0 < config.train.time_limit_s <= time.perf_counter() - started:
-        return f"time limit {config.train.time_limit_s} s reached"
-    return None
-
-
 def _create_validator(config: ml_collections.ConfigDict) -> validation.Validator | None:
     """Validation on `eval.*` images with G in inference mode (the config's dtype); None when none are configured."""
     images = validation.load_eval_images(config)
@@ -121,19 +192,29 @@ def _create_validator(config: ml_collections.ConfigDict) -> validation.Validator
     return validation.Validator(images, generator, config.model.scale)
 
 
-def _restore_or_initialise(config: ml_collections.ConfigDict, manager: Any, step: int, generator: Any,
-                           discriminator: Any) -> SRState:
-    """The state of checkpoint `step` (0: none), else fresh weights (G from `init_from` if set)."""
+def _restore_or_initialise(config: ml_collections.ConfigDict, workdir: Path, generator: Any,
+                           discriminator: Any) -> tuple[SRState, int]:
+    """(state, step): the newest intact checkpoint's, else fresh weights (G from `init_from` if set) and 0.
+
+    Damaged checkpoints newer than the one restored move to `<workdir>/damaged/`.
+    """
     state = create_state(config, jax.random.key(config.seed), generator, discriminator)
-    if step:
-        log.info("resuming from %s at step %d", manager.directory, step)
-        return checkpoints.restore_state(manager, state, step)
+    found = checkpoints.restore_newest_intact(workdir, state)
+    if found:
+        step, state = found
+        multihost.check_same(step, "the step to resume from")
+        newer = [s for s in checkpoints.all_steps(workdir) if s > step]
+        if newer and jax.process_index() == 0:
+            checkpoints.set_aside(workdir, newer)
+        multihost.barrier("damaged checkpoints set aside")
+        log.info("resuming from %s at step %d", workdir / "checkpoints", step)
+        return state, step
     if config.init_from:
         state = _init_generator_from(state, config.init_from)
         log.info("generator initialised from %s", config.init_from)
     elif config_lib.uses_gan(config) and config.train.pretrain_steps == 0:
         log.warning("SRGAN without config.init_from or train.pretrain_steps: G starts from scratch")
-    return state
+    return state, 0
 
 
 def _check_init_from(config: ml_collections.ConfigDict) -> None:
@@ -155,14 +236,21 @@ def _init_generator_from(state: SRState, path: str) -> SRState:
 
 
 class NonFiniteLossError(UserError):
-    """A loss became NaN or Inf; the last good checkpoint is kept."""
+    """A loss or parameter became NaN or Inf; the last good checkpoint is kept."""
 
 
 class _StopRequest:
-    """Turns SIGTERM / SIGINT into a flag the loop checks, so it can checkpoint and exit."""
+    """SIGTERM / SIGINT and `train.time_limit_s` as a stop reason the loop asks for after each step.
 
-    def __init__(self):
-        self.signal_name: str | None = None
+    In a multi-process run every process must stop at the same step with one checkpoint, so
+    the reasons are exchanged at sync steps (`_is_sync_step`) and the first one found wins.
+    A second signal stops at once, except while a checkpoint is being written (`deferred`).
+    """
+
+    def __init__(self, config: ml_collections.ConfigDict, started: float):
+        self._time_limit_s, self._started = config.train.time_limit_s, started
+        self._signal_name: str | None = None
+        self._deferring = False
         self._previous = {}
 
     def __enter__(self) -> _StopRequest:
@@ -171,13 +259,36 @@ class _StopRequest:
         return self
 
     def _handle(self, signum, frame):
-        if self.signal_name is not None:  # second signal: stop now
+        name = signal.Signals(signum).name
+        if self._signal_name is None:
+            self._signal_name = name
+            log.warning("%s: stopping with a checkpoint (send it again to stop without one)", name)
+        elif self._deferring:
+            log.warning("%s: a checkpoint is being written; exiting as soon as it is on disk", name)
+        else:
             raise KeyboardInterrupt
-        self.signal_name = signal.Signals(signum).name
 
     def __exit__(self, *exc):
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
+
+    def reason(self, step: int, sync: bool) -> str | None:
+        """Why to stop after `step` (None: go on); the same on every process."""
+        local = self._signal_name
+        if not local and 0 < self._time_limit_s <= time.perf_counter() - self._started:
+            local = f"time limit {self._time_limit_s} s reached"
+        if jax.process_count() == 1:
+            return local
+        return multihost.first_reason(local, step) if sync else None
+
+    @contextlib.contextmanager
+    def deferred(self) -> Iterator[None]:
+        """A second signal inside this block waits for its end (a checkpoint being written)."""
+        self._deferring = True
+        try:
+            yield
+        finally:
+            self._deferring = False
 
 
 class _Monitor:
@@ -185,11 +296,13 @@ class _Monitor:
     (metrics.jsonl, TensorBoard, the progress bar); validation results likewise."""
 
     def __init__(self, config: ml_collections.ConfigDict, workdir: Path, start_step: int):
-        self.workdir, self.last_good_step = workdir, start_step
+        self.workdir = workdir
+        self.last_good_step = start_step or None  # the newest checkpoint known to be finite
         self._start_step = start_step
-        self._history: list[tuple[int, dict]] = []
+        self._history: list[tuple[int, dict, bool]] = []
+        self._window: list[tuple[int, dict]] = []
         first = jax.process_index() == 0
-        self._writer = SummaryWriter(workdir, enabled=first)
+        self._writer = SummaryWriter(workdir, resume_step=start_step, enabled=first)
         self._progress = tqdm(total=config.train.num_steps, initial=start_step, unit="step", dynamic_ncols=True,
                               disable=not first)
 
@@ -200,25 +313,35 @@ class _Monitor:
         self._progress.close()
         self._writer.close()
 
-    def record(self, step: int, step_metrics: dict) -> None:
-        self._history.append((step, step_metrics))
-        self._progress.update(1)
+    def record(self, step: int, step_metrics: dict, probe: bool = False) -> None:
+        """Keep a step's metrics; a probe (the loss of the last state, not a step taken) is only checked."""
+        self._history.append((step, step_metrics, probe))
+        if not probe:
+            self._progress.update(1)
 
-    def check(self, to_host: Callable[[Any], Any]) -> None:
-        """Fetch the recorded metrics; NonFiniteLossError at the first NaN/Inf, else write their mean."""
-        fetched = [(step, {k: float(v) for k, v in to_host(jax.device_get(m)).items()}) for step, m in self._history]
+    def check(self, to_host: Callable[[Any], Any], write: bool) -> None:
+        """Fetch the recorded metrics; NonFiniteLossError at the first NaN/Inf; `write` their mean."""
+        fetched = [(step, {k: float(v) for k, v in to_host(jax.device_get(m)).items()}, probe)
+                   for step, m, probe in self._history]
         self._history.clear()
-        for step, values in fetched:
+        for step, values, probe in fetched:
             bad = [name for name, value in values.items() if not math.isfinite(value)]
             if bad:
-                raise NonFiniteLossError(
-                    f"{bad[0]} is not finite at step {step}: training stopped; the last good checkpoint "
-                    f"(step {self.last_good_step}) is kept in {self.workdir / 'checkpoints'}. Lower "
-                    "train.learning_rate or check the data")
-        if fetched:
-            averaged = {k: sum(m[k] for _, m in fetched) / len(fetched) for k in fetched[-1][1]}
-            self._writer.scalars(fetched[-1][0], averaged)
+                self.fail(f"{bad[0]} is not finite at step {step} (computed from the state of step {step - 1})")
+            if not probe:
+                self._window.append((step, values))
+        if write and self._window:
+            last = self._window[-1]
+            averaged = {k: sum(m[k] for _, m in self._window) / len(self._window) for k in last[1]}
+            self._writer.scalars(last[0], averaged)
             self._progress.set_postfix({k: f"{v:.4g}" for k, v in averaged.items()}, refresh=False)
+            self._window.clear()
+
+    def fail(self, what: str) -> None:
+        """Raise NonFiniteLossError: `what` went wrong; names the last good checkpoint."""
+        kept = (f"the last good checkpoint (step {self.last_good_step}) is kept in {self.workdir / 'checkpoints'}"
+                if self.last_good_step else "no checkpoint was written")
+        raise NonFiniteLossError(f"{what}: training stopped; {kept}. Lower train.learning_rate or check the data")
 
     def validated(self, step: int, results: validation.Results) -> dict[str, float]:
         """Write validation PSNR and the first image's SR; returns {"val_psnr", "val_bicubic_psnr"}."""

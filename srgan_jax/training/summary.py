@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import os
 import time
 from pathlib import Path
 
@@ -16,15 +17,21 @@ import numpy as np
 
 
 class SummaryWriter:
-    """Scalars and images for one workdir; a no-op on processes other than the first."""
+    """Scalars and images for one workdir; a no-op on processes other than the first.
 
-    def __init__(self, workdir: str | Path, enabled: bool = True):
+    A run resumed at `resume_step` first drops what an earlier run logged after that step
+    (it is logged again): rows of `metrics.jsonl`, and in TensorBoard through a session
+    start event, which makes TensorBoard discard the older events from that step on.
+    """
+
+    def __init__(self, workdir: str | Path, resume_step: int = 0, enabled: bool = True):
         self.enabled = enabled
         self._jsonl = None
         self._events = None
         if not enabled:
             return
         workdir = Path(workdir)
+        _drop_rows_after(workdir / "metrics.jsonl", resume_step)
         self._jsonl = open(workdir / "metrics.jsonl", "a")
         try:
             from tensorboard.compat.proto import event_pb2, summary_pb2
@@ -34,6 +41,9 @@ class SummaryWriter:
             return
         self._event_pb2, self._summary_pb2 = event_pb2, summary_pb2
         self._events = EventFileWriter(str(workdir / "tensorboard"))
+        if resume_step:
+            start = event_pb2.SessionLog(status=event_pb2.SessionLog.START)
+            self._events.add_event(event_pb2.Event(wall_time=time.time(), step=resume_step + 1, session_log=start))
 
     def _write(self, step: int, value) -> None:
         summary = self._summary_pb2.Summary(value=[value])
@@ -67,3 +77,24 @@ class SummaryWriter:
             self._jsonl.close()
         if self._events is not None:
             self._events.close()
+
+
+def _drop_rows_after(path: Path, step: int) -> None:
+    """Rewrite `path` (JSON lines) without the rows past `step`, atomically; a torn last line goes too."""
+    if not path.exists():
+        return
+    kept, dropped = [], 0
+    for line in path.read_text().splitlines():
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):
+            row_step = None  # cut short by a kill
+        if row_step is not None and row_step <= step:
+            kept.append(line)
+        else:
+            dropped += 1
+    if dropped:
+        partial = path.with_suffix(".jsonl.tmp")
+        partial.write_text("".join(line + "\n" for line in kept))
+        os.replace(partial, path)
+        logging.info("%s: dropped %d rows past step %d (they are logged again)", path, dropped, step)

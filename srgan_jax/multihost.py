@@ -1,0 +1,78 @@
+"""Several processes as one run (`jax.distributed`): start-up, agreement, barriers, failure.
+
+With one process every function here is a no-op or returns its local answer, so the
+training loop calls them unconditionally.
+
+A dead peer: a collective with it fails at once with an error (the entry point then exits
+this process with one line, `exit_now`); a peer that hangs, or a dead coordinator (process
+0), is found by JAX's heartbeat after `distributed.timeout_s`, and JAX ends the process.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import NoReturn
+
+import jax
+import ml_collections
+import numpy as np
+from jax.experimental import multihost_utils
+
+from srgan_jax.errors import UserError
+
+
+def initialize(distributed: ml_collections.ConfigDict) -> None:
+    """`jax.distributed.initialize` from `config.distributed` (empty fields: the cluster manager's values)."""
+    if not distributed.enabled:
+        return
+    kwargs = {}
+    if distributed.coordinator_address:
+        kwargs["coordinator_address"] = distributed.coordinator_address
+    if distributed.num_processes:
+        kwargs["num_processes"] = distributed.num_processes
+    if distributed.process_id >= 0:
+        kwargs["process_id"] = distributed.process_id
+    timeout = max(1, int(distributed.timeout_s))
+    try:
+        jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)
+    except (RuntimeError, ValueError) as err:
+        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
+        raise UserError(f"jax.distributed.initialize failed ({first}): outside a cluster manager set "
+                        "config.distributed.coordinator_address, num_processes and process_id") from None
+
+
+def first_reason(local: str | None, step: int) -> str | None:
+    """A stop reason every process agrees on: this process's, or that some other process asked to stop."""
+    flags = multihost_utils.process_allgather(np.int32(local is not None))
+    if not np.any(flags):
+        return None
+    return local or f"process {int(np.argmax(flags))} stopping at step {step}"
+
+
+def check_same(value: int, what: str) -> None:
+    """UserError unless every process holds the same `value`."""
+    if jax.process_count() == 1:
+        return
+    values = np.asarray(multihost_utils.process_allgather(np.int64(value))).ravel()
+    if np.any(values != values[0]):
+        raise UserError(f"the processes disagree on {what} ({values.tolist()}): they must all see the same "
+                        "workdir (a shared file system)")
+
+
+def barrier(name: str) -> None:
+    """Wait until every process reaches the barrier `name`."""
+    if jax.process_count() > 1:
+        multihost_utils.sync_global_devices(name)
+
+
+def exit_now(code: int) -> NoReturn:
+    """End a multi-process run's process at once, without JAX's exit barrier.
+
+    That barrier waits for every peer, so after an error in one process (or a dead peer)
+    a normal exit would hang until the heartbeat timeout. Checkpoints are written
+    atomically, so an unfinished one is simply absent.
+    """
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
