@@ -34,9 +34,10 @@ def usage() -> str:
 
 
 def fail(message: str, code: int = 2) -> NoReturn:
-    print(f"train.py: error: {message}", file=sys.stderr)
     jax = sys.modules.get("jax")
-    if jax is not None and jax.process_count() > 1:  # the peers must not wait for this process at exit
+    several = jax is not None and jax.process_count() > 1
+    print(f"train.py: error: {message}", file=sys.stderr)
+    if several:  # the peers must not wait for this process at exit
         from srgan_jax import multihost
 
         multihost.exit_now(code)

@@ -1,6 +1,7 @@
 """Test-wide setup: the repository root on sys.path (for `benchmarks.torch_reference`), and a
 small folder of training images."""
 
+import os
 import sys
 from pathlib import Path
 
@@ -22,3 +23,22 @@ def image_dir(tmp_path_factory) -> Path:
         small = rng.integers(0, 256, size=(8, 10, 3), dtype=np.uint8)
         Image.fromarray(small).resize((80, 64), Image.BICUBIC).save(folder / f"im{i}.png")
     return folder
+
+
+@pytest.fixture
+def signal_at_batch(monkeypatch):
+    """`signal_at_batch(sig)`: the training loop sends `sig` to its own process when it takes batch 3."""
+    from srgan_jax.training import loop
+
+    def arm(sig: int, index: int = 3) -> None:
+        batches = loop.create_train_iterator
+
+        def batches_then_signal(config, batch_size, start_step):
+            for i, batch in enumerate(batches(config, batch_size, start_step)):
+                if i == index:
+                    os.kill(os.getpid(), sig)
+                yield batch
+
+        monkeypatch.setattr(loop, "create_train_iterator", batches_then_signal)
+
+    return arm

@@ -18,6 +18,10 @@ from srgan_jax.training.state import learning_rate_schedule
     ("model.scale", 3, "power of 2"),
     ("train.learning_rate", 0.0, "learning_rate"),
     ("vgg_weights", "", "needs config.vgg_weights"),
+    ("distributed.num_processes", -1, "num_processes=-1 must be >= 0"),
+    ("distributed.process_id", -2, r"process_id=-2 must be in \[0, num_processes\)"),
+    ("distributed.coordinator_address", "host0", "must be host:port"),
+    ("distributed.timeout_s", 0.0, "timeout_s=0.0 must be > 0"),
 ])
 def test_bad_config_values_fail_before_compilation(field, value, message):
     config = srgan.get_config()
@@ -61,3 +65,10 @@ def test_dtype_and_vgg_layer_names():
     assert config_lib.vgg_layer("vgg54") == "relu5_4" and config_lib.vgg_layer("VGG22") == "relu2_2"
     with pytest.raises(UserError, match="not a VGG loss"):
         config_lib.vgg_layer("vgg99")
+
+
+def test_a_process_id_beyond_the_process_count_is_refused():
+    config = default.get_config()
+    config.distributed.num_processes, config.distributed.process_id = 2, 2
+    with pytest.raises(UserError, match=r"process_id=2 must be in \[0, num_processes\)"):
+        config_lib.validate(config)

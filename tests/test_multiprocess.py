@@ -6,7 +6,6 @@ each; the model is a 1-block, 8-feature SRResNet, so each run takes seconds.
 """
 
 import json
-import os
 import signal
 import socket
 import subprocess
@@ -135,3 +134,12 @@ def test_a_dead_peer_makes_the_survivor_exit_with_one_line_and_intact_checkpoint
     assert last.startswith("train.py: error: process 0 stopped") and "a peer process died" in last, err[-3000:]
     step, _ = restore_in_this_process(workdir, image_dir)
     assert step == checkpoints.all_steps(workdir)[-1] >= 2
+
+
+def test_distributed_without_a_cluster_or_coordinator_is_one_line(image_dir, tmp_path):
+    proc = subprocess.run([sys.executable, "train.py", "--config=configs/srresnet.py", f"--workdir={tmp_path / 'w'}",
+                           "--config.data.in_memory=True", f"--config.data.image_dir={image_dir}",
+                           "--config.distributed.enabled=True"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("train.py: error: jax.distributed.initialize failed") and "coordinator_address" in last

@@ -173,22 +173,15 @@ def test_the_shipped_generator_matches_its_checksums():
 
 # -- signals -----------------------------------------------------------------------------
 
-def test_a_second_ctrl_c_while_a_checkpoint_is_written_waits_for_it(image_dir, tmp_path, monkeypatch):
-    sampler_batches = loop.create_train_iterator
-
-    def batches_then_ctrl_c(config, batch_size, start_step):
-        for i, batch in enumerate(sampler_batches(config, batch_size, start_step)):
-            if i == 3:
-                os.kill(os.getpid(), signal.SIGINT)
-            yield batch
-
+def test_a_second_ctrl_c_while_a_checkpoint_is_written_waits_for_it(image_dir, tmp_path, monkeypatch,
+                                                                       signal_at_batch):
+    signal_at_batch(signal.SIGINT)
     wait = checkpoints.wait_until_finished
 
     def ctrl_c_again_then_wait(manager):
         os.kill(os.getpid(), signal.SIGINT)  # the user presses Ctrl-C again during the save
         wait(manager)
 
-    monkeypatch.setattr(loop, "create_train_iterator", batches_then_ctrl_c)
     monkeypatch.setattr(checkpoints, "wait_until_finished", ctrl_c_again_then_wait)
     state = loop.train_and_evaluate(tiny_config(image_dir, num_steps=100, checkpoint_every=50), str(tmp_path))
     assert checkpoints.latest_step(tmp_path) == int(state.g.step) >= 1

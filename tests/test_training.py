@@ -1,7 +1,6 @@
 """Training loop: resume continuity, checkpoint round-trip, NaN stop, SIGTERM, init_from, pmap."""
 
 import json
-import os
 import signal
 
 import jax
@@ -66,16 +65,8 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(i
     assert latest.all_steps() == [2]
 
 
-def test_sigterm_writes_a_checkpoint_and_stops(image_dir, tmp_path, monkeypatch):
-    sampler_batches = loop.create_train_iterator
-
-    def batches_then_sigterm(config, batch_size, start_step):
-        for i, batch in enumerate(sampler_batches(config, batch_size, start_step)):
-            if i == 3:
-                os.kill(os.getpid(), signal.SIGTERM)
-            yield batch
-
-    monkeypatch.setattr(loop, "create_train_iterator", batches_then_sigterm)
+def test_sigterm_writes_a_checkpoint_and_stops(image_dir, tmp_path, signal_at_batch):
+    signal_at_batch(signal.SIGTERM)
     state = loop.train_and_evaluate(tiny_config(image_dir, num_steps=100, checkpoint_every=50), str(tmp_path))
     # Batches are prefetched a few steps ahead, so the signal lands within those steps.
     assert 1 <= int(state.g.step) <= 6
