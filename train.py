@@ -11,6 +11,7 @@ A workdir that holds checkpoints is resumed.
 import logging
 import os
 import sys
+import threading
 from typing import NoReturn
 
 from absl import app, flags
@@ -33,15 +34,24 @@ def usage() -> str:
     return f"{__doc__}\nFields (configs/default.py):\n{default.get_config()}"
 
 
-def fail(message: str, code: int = 2) -> NoReturn:
-    jax = sys.modules.get("jax")
-    several = jax is not None and jax.process_count() > 1
+def fail(message: str, code: int = 2, several_processes: bool = False) -> NoReturn:
     print(f"train.py: error: {message}", file=sys.stderr)
-    if several:  # the peers must not wait for this process at exit
+    if several_processes:  # the peers must not wait for this process at exit
         from srgan_jax import multihost
 
         multihost.exit_now(code)
     sys.exit(code)
+
+
+def _quiet_after_failed_save(default_hook):
+    """A failed asynchronous save leaves Orbax's writer threads posting to a closed event loop;
+    their tracebacks would bury the one-line error, so exactly that error is dropped."""
+
+    def hook(args):
+        if not (args.exc_type is RuntimeError and str(args.exc_value) == "Event loop is closed"):
+            default_hook(args)
+
+    return hook
 
 
 class _DropOrbaxLogs(logging.Filter):
@@ -65,20 +75,24 @@ def main(argv):
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
     logging.getLogger("absl").addFilter(_DropOrbaxLogs())
+    threading.excepthook = _quiet_after_failed_save(threading.excepthook)
+    sys.unraisablehook = _quiet_after_failed_save(sys.unraisablehook)
+    several = bool(config.distributed.enabled)
     try:
         train_and_evaluate(config, FLAGS.workdir)
     except UserError as err:
-        fail(str(err))
+        fail(str(err), several_processes=several)
     except KeyboardInterrupt:
-        fail("interrupted twice: stopped without a new checkpoint; rerun to resume from the last one", 130)
+        fail("interrupted twice: stopped without a new checkpoint; rerun to resume from the last one", 130,
+             several)
     except Exception as err:
+        if not several:  # a bug: its traceback helps
+            raise
         import jax
 
-        if jax.process_count() == 1:  # a bug: its traceback helps
-            raise
         fail(f"process {jax.process_index()} stopped ({type(err).__name__}: "
              f"{(str(err).strip().splitlines() or [''])[0][:200]}): a peer process died or failed; "
-             "the checkpoints written so far are intact, rerun all processes to resume", 1)
+             "the checkpoints written so far are intact, rerun all processes to resume", 1, several)
 
 
 if __name__ == "__main__":

@@ -121,6 +121,12 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variab
         )
 
 
+def close(manager: ocp.CheckpointManager) -> None:
+    """Wait for the save in flight and release the manager; StorageError if that save failed."""
+    with _storage_errors(manager.directory, None):
+        manager.close()
+
+
 def _replicated(tree: Any) -> Any:
     """Host arrays as one array replicated over every device of every process, which is what
     Orbax writes once from several processes (every process calls `save`)."""
@@ -209,10 +215,12 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract: Any) 
 
 def _verify(step_dir: Path, item: str, tree: Any, meta: dict) -> None:
     """DamagedCheckpointError unless every array of `tree` matches the checksum in `meta`."""
-    expected = meta.get("checksums", {}).get(item)
-    if expected is None:
+    if "checksums" not in meta:
         log.warning("%s has no checksums (written by an older srgan-jax): not verified", step_dir)
         return
+    expected = meta["checksums"].get(item) if isinstance(meta["checksums"], dict) else None
+    if not isinstance(expected, dict):
+        raise DamagedCheckpointError(f"checkpoint {step_dir}: meta/metadata lacks the checksums of {item}")
     got = checksums(tree)
     for path in sorted(set(expected) | set(got)):
         if expected.get(path) != got.get(path):
@@ -220,17 +228,21 @@ def _verify(step_dir: Path, item: str, tree: Any, meta: dict) -> None:
                                          "checksum (the file was changed or damaged on disk)")
 
 
-def set_aside(workdir: str | Path, steps: list[int]) -> None:
-    """Move damaged checkpoints (`steps`) to `<workdir>/damaged/<step>`, so training can write those steps again."""
+def set_aside(workdir: str | Path, after: int) -> None:
+    """Move the checkpoints (and best ones) past step `after` to `<workdir>/damaged/`, so training
+    can write those steps again; they are kept for inspection."""
     workdir = Path(workdir).absolute()
-    for step in steps:
-        target = workdir / DAMAGED / str(step)
-        suffix = 1
-        while target.exists():
-            target, suffix = workdir / DAMAGED / f"{step}-{suffix}", suffix + 1
-        target.parent.mkdir(exist_ok=True)
-        shutil.move(workdir / "checkpoints" / str(step), target)
-        log.warning("damaged checkpoint step %d moved to %s", step, target)
+    for folder in ("checkpoints", "best"):
+        for path in sorted((workdir / folder).glob("*")):
+            if not (path.is_dir() and path.name.isdigit() and int(path.name) > after):
+                continue
+            target = workdir / DAMAGED / (path.name if folder == "checkpoints" else f"best-{path.name}")
+            suffix = 1
+            while target.exists():
+                target, suffix = target.with_name(f"{target.name.split('+')[0]}+{suffix}"), suffix + 1
+            target.parent.mkdir(exist_ok=True)
+            shutil.move(path, target)
+            log.warning("checkpoint %s moved to %s", path, target)
 
 
 def _step_dir(path: Path) -> Path:

@@ -66,9 +66,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         try:
             return _train(config, workdir, strategy, train_steps, validator, state, restored_step,
                           strategy.place_batches(batches), latest, best)
-        finally:  # the async save in flight lands or fails before the managers go
-            latest.close()
-            best.close()
+        finally:  # the async saves in flight land (or fail, in one line) before the managers go
+            try:
+                checkpoints.close(latest)
+            finally:
+                checkpoints.close(best)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
@@ -112,8 +114,10 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
                 log.warning("%s: checkpoint written at step %d, exiting", reason, step)
         finally:  # never lose an in-flight asynchronous save, whatever stopped the loop
             with stop.deferred():
-                checkpoints.wait_until_finished(latest)
-                checkpoints.wait_until_finished(best)
+                try:
+                    checkpoints.wait_until_finished(latest)
+                finally:
+                    checkpoints.wait_until_finished(best)
     monitor.report_speed(step, time.perf_counter() - started)
     final = final if final is not None else _host_copy(strategy, state)
     if validator and step == config.train.num_steps:
@@ -199,14 +203,19 @@ def _restore_or_initialise(config: ml_collections.ConfigDict, workdir: Path, gen
     Damaged checkpoints newer than the one restored move to `<workdir>/damaged/`.
     """
     state = create_state(config, jax.random.key(config.seed), generator, discriminator)
-    found = checkpoints.restore_newest_intact(workdir, state)
+    try:
+        found, problem = checkpoints.restore_newest_intact(workdir, state), None
+    except checkpoints.DamagedCheckpointError as err:
+        found, problem = None, err
+    # Every process makes the same calls from here, whatever it found, then agrees.
+    multihost.check_same(found[0] if found else -1 if problem else 0, "the step to resume from")
+    if problem:
+        raise problem
+    if found and jax.process_index() == 0:
+        checkpoints.set_aside(workdir, after=found[0])
+    multihost.barrier("damaged checkpoints set aside")
     if found:
         step, state = found
-        multihost.check_same(step, "the step to resume from")
-        newer = [s for s in checkpoints.all_steps(workdir) if s > step]
-        if newer and jax.process_index() == 0:
-            checkpoints.set_aside(workdir, newer)
-        multihost.barrier("damaged checkpoints set aside")
         log.info("resuming from %s at step %d", workdir / "checkpoints", step)
         return state, step
     if config.init_from:
@@ -250,7 +259,7 @@ class _StopRequest:
     def __init__(self, config: ml_collections.ConfigDict, started: float):
         self._time_limit_s, self._started = config.train.time_limit_s, started
         self._signal_name: str | None = None
-        self._deferring = False
+        self._deferring = self._interrupted = False
         self._previous = {}
 
     def __enter__(self) -> _StopRequest:
@@ -265,6 +274,7 @@ class _StopRequest:
             log.warning("%s: stopping with a checkpoint (send it again to stop without one)", name)
         elif self._deferring:
             log.warning("%s: a checkpoint is being written; exiting as soon as it is on disk", name)
+            self._interrupted = True
         else:
             raise KeyboardInterrupt
 
@@ -289,6 +299,8 @@ class _StopRequest:
             yield
         finally:
             self._deferring = False
+        if self._interrupted:
+            raise KeyboardInterrupt
 
 
 class _Monitor:

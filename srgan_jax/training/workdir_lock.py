@@ -58,11 +58,12 @@ class WorkdirLock:
         except (ValueError, KeyError, TypeError, UnicodeDecodeError):
             # Unreadable: being written right now by a run starting at the same moment, or
             # half-written by a process killed while taking it (then it is old).
-            if time.time() - self.path.stat().st_mtime < 10:
+            if time.time() - _mtime(self.path) < 10:
                 raise WorkdirBusyError(f"{self.path.parent} is being locked by another run starting now: "
                                        "use another --workdir") from None
             host, pid = None, None
-        if host is not None and (host != socket.gethostname() or _is_alive(pid)):
+        # Our own pid in the lock: a restarted container that got the pid of the killed run.
+        if host is not None and (host != socket.gethostname() or (pid != os.getpid() and _is_alive(pid))):
             where = "this host" if host == socket.gethostname() else f"host {host}"
             raise WorkdirBusyError(f"{self.path.parent} is in use by another training run (pid {pid} on {where}): "
                                    f"wait for it or stop it, or use another --workdir; if that run is gone, "
@@ -73,7 +74,11 @@ class WorkdirLock:
 
     def __exit__(self, *exc) -> None:
         if self._held:
-            self.path.unlink(missing_ok=True)
+            try:
+                if json.loads(self.path.read_text()).get("pid") == os.getpid():  # still ours
+                    self.path.unlink()
+            except (OSError, ValueError):
+                pass  # already gone or replaced: nothing of ours to release
             self._held = False
 
 
@@ -85,3 +90,10 @@ def _is_alive(pid: int) -> bool:
     except PermissionError:  # exists, owned by another user
         return True
     return True
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime
+    except FileNotFoundError:  # released meanwhile: as good as new
+        return time.time()
