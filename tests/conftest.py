@@ -1,9 +1,21 @@
-"""Test-wide setup: the repository root on sys.path (for `benchmarks.torch_reference`), and a
-small folder of training images."""
+"""Test-wide setup: the repository root on sys.path (for `benchmarks.torch_reference`), a
+small folder of training images, and one XLA compilation cache for the session.
 
+Many tests train the same tiny networks again (in this process, in xdist workers and in
+subprocesses, which inherit the variable): the cache compiles each program once. It only
+saves time; a cached executable is the one XLA would build.
+"""
+
+import atexit
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
+
+if "JAX_COMPILATION_CACHE_DIR" not in os.environ:  # the first process of the session makes it
+    os.environ["JAX_COMPILATION_CACHE_DIR"] = tempfile.mkdtemp(prefix="srgan-jax-tests-xla-")
+    atexit.register(shutil.rmtree, os.environ["JAX_COMPILATION_CACHE_DIR"], ignore_errors=True)
 
 import numpy as np
 import pytest

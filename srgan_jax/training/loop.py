@@ -104,7 +104,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
                 if at_checkpoint:
                     pending = (step, _host_copy(strategy, state), val)
                     if reason or step == config.train.num_steps:  # no next step: probe the loss once
-                        _, probe = train_steps[_step_kind(config, step)](state, next(batches))
+                        # The kind of step just taken: already compiled (the next kind may not be).
+                        _, probe = train_steps[_step_kind(config, step - 1)](state, next(batches))
                         monitor.record(step + 1, probe, probe=True)
                         monitor.check(strategy.to_host, write=False)
                         with stop.deferred():
