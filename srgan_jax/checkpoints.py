@@ -107,7 +107,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variab
     """Save the full state, G's inference variables and the metadata (spec, config, step,
     checksums) at `step`; StorageError when the save cannot start (see `wait_until_finished`)."""
     meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step,
-            "checksums": {"state": checksums(state), "generator": checksums(generator_variables)}}
+            "checksums": {"state": checksums(state), "generator": checksums(generator_variables)},
+            "shapes": {"state": _shapes(state)}}
     with _storage_errors(manager.directory, step):
         manager.save(
             step,
@@ -204,6 +205,7 @@ def restore_newest_intact(workdir: str | Path, target_state: Any) -> tuple[int, 
 def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract: Any) -> Any:
     step_dir = Path(manager.directory) / str(step)
     meta = _read_meta(step_dir)
+    _check_same_model(step_dir, meta, abstract)
     try:
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as err:  # Orbax, tensorstore and msgpack each raise their own types
@@ -211,6 +213,36 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract: Any) 
                                      f"({_first_line(err)})") from None
     _verify(step_dir, "state", restored["state"], meta)
     return restored["state"]
+
+
+class ModelMismatchError(UserError):
+    """The checkpoint holds another model than the config builds (not damage: nothing is moved)."""
+
+
+def _check_same_model(step_dir: Path, meta: dict, abstract: Any) -> None:
+    """ModelMismatchError when the saved state's arrays (names, shapes, as `meta` records them)
+    are not those of the state the config builds."""
+    saved = {name: tuple(shape) for name, shape in meta.get("shapes", {}).get("state", {}).items()}
+    wanted = _shapes(abstract)
+    if not saved or saved == wanted:  # no record (older srgan-jax): the restore decides
+        return
+    names = sorted(set(saved) ^ set(wanted))
+    if names:
+        difference = f"array {names[0]} is only in the {'checkpoint' if names[0] in saved else 'config'}"
+    else:
+        names = sorted(k for k in wanted if wanted[k] != saved[k])
+        difference = f"array {names[0]} has shape {saved[names[0]]} there, {wanted[names[0]]} here"
+    raise ModelMismatchError(f"checkpoint {step_dir} holds another model than this config ({difference}): "
+                             "resume with the config it was trained with, or use another --workdir")
+
+
+def _shapes(tree: Any) -> dict[str, tuple[int, ...]]:
+    """{"g/params/conv_in/kernel": shape, ...}: each array of a state by name."""
+    def name(key: Any) -> str:
+        return str(getattr(key, "key", getattr(key, "name", getattr(key, "idx", key))))
+
+    leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+    return {"/".join(name(k) for k in path): tuple(np.shape(x)) for path, x in leaves}
 
 
 def _verify(step_dir: Path, item: str, tree: Any, meta: dict) -> None:

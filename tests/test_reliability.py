@@ -156,6 +156,17 @@ def test_no_intact_checkpoint_stops_with_one_line_and_moves_nothing(trained, ima
     assert checkpoints.all_steps(workdir) == [2, 3, 4] and not (workdir / "damaged").exists()
 
 
+def test_resuming_with_another_model_is_one_line_not_damage(trained, image_dir, tmp_path):
+    workdir = tmp_path / "w"
+    shutil.copytree(trained[0], workdir)
+    config = tiny_config(image_dir, num_steps=6)
+    config.model.features = 16
+    with pytest.raises(checkpoints.ModelMismatchError, match=r"checkpoints/4 holds another model .*\(8,\) there, "
+                                                             r"\(16,\) here"):
+        loop.train_and_evaluate(config, str(workdir))
+    assert checkpoints.all_steps(workdir) == [2, 3, 4] and not (workdir / "damaged").exists()
+
+
 def test_upscale_never_loads_a_damaged_generator(trained, tmp_path):
     workdir = tmp_path / "w"
     shutil.copytree(trained[0], workdir)

@@ -206,7 +206,7 @@ def _restore_or_initialise(config: ml_collections.ConfigDict, workdir: Path, gen
     state = create_state(config, jax.random.key(config.seed), generator, discriminator)
     try:
         found, problem = checkpoints.restore_newest_intact(workdir, state), None
-    except checkpoints.DamagedCheckpointError as err:
+    except UserError as err:  # all damaged, or another model: every process must hear of it
         found, problem = None, err
     # Every process makes the same calls from here, whatever it found, then agrees.
     multihost.check_same(found[0] if found else -1 if problem else 0, "the step to resume from")
