@@ -69,7 +69,7 @@ def main(argv):
     except OSError as err:
         fail(f"--config could not be loaded ({str(err).strip().splitlines()[-1].strip()}): "
              "pass a file from configs/, e.g. --config=configs/quickstart.py")
-    from srgan_jax.errors import UserError
+    from srgan_jax.errors import UserError, first_line
     from srgan_jax.training.loop import train_and_evaluate
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
@@ -90,8 +90,7 @@ def main(argv):
             raise
         import jax
 
-        fail(f"process {jax.process_index()} stopped ({type(err).__name__}: "
-             f"{(str(err).strip().splitlines() or [''])[0][:200]}): a peer process died or failed; "
+        fail(f"process {jax.process_index()} stopped ({first_line(err)}): a peer process died or failed; "
              "the checkpoints written so far are intact, rerun all processes to resume", 1, several)
 
 

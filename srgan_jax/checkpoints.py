@@ -37,7 +37,7 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from srgan_jax.config import GeneratorSpec
-from srgan_jax.errors import UserError
+from srgan_jax.errors import UserError, first_line
 
 ITEMS = ("state", "generator", "meta")
 SHIPPED_GENERATOR = "srresnet_x4"  # the default of `srgan-jax upscale` / `evaluate` / `load_generator`
@@ -151,7 +151,7 @@ def _storage_errors(directory: Path, step: int | None) -> Iterator[None]:
     except UserError:
         raise
     except Exception as err:  # Orbax and tensorstore wrap the OS error in their own types
-        cause = storage_cause(err)
+        cause = _storage_cause(err)
         if cause is None:
             raise
         what = f"checkpoint step {step}" if step is not None else "a checkpoint"
@@ -159,7 +159,7 @@ def _storage_errors(directory: Path, step: int | None) -> Iterator[None]:
                            "fix the permissions; older checkpoints are untouched") from None
 
 
-def storage_cause(err: BaseException) -> str | None:
+def _storage_cause(err: BaseException) -> str | None:
     """The OS-level cause of a failed write (e.g. "No space left on device: /path"); None if it has none."""
     for cause in _chain(err):
         if isinstance(cause, OSError) and cause.strerror:
@@ -210,7 +210,7 @@ def _restore_verified(manager: ocp.CheckpointManager, step: int, abstract: Any) 
         restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))
     except Exception as err:  # Orbax, tensorstore and msgpack each raise their own types
         raise DamagedCheckpointError(f"checkpoint step {step} in {step_dir} cannot be read "
-                                     f"({_first_line(err)})") from None
+                                     f"({first_line(err)})") from None
     _verify(step_dir, "state", restored["state"], meta)
     return restored["state"]
 
@@ -334,7 +334,7 @@ def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
         with ocp.StandardCheckpointer() as checkpointer:
             variables = checkpointer.restore(step_dir / "generator", abstract)
     except Exception as err:  # Orbax, msgpack and tensorstore each raise their own types
-        raise DamagedCheckpointError(f"checkpoint {step_dir} is damaged or incomplete ({_first_line(err)}): "
+        raise DamagedCheckpointError(f"checkpoint {step_dir} is damaged or incomplete ({first_line(err)}): "
                                      "pass another checkpoint, e.g. an older step folder") from None
     _verify(step_dir, "generator", variables, meta)
     return variables
@@ -348,5 +348,3 @@ def _on_first_local_device(tree: Any) -> Any:
                                                        sharding=device), tree)
 
 
-def _first_line(err: BaseException) -> str:
-    return f"{type(err).__name__}: " + (str(err).strip().splitlines() or [""])[0][:200]

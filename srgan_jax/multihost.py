@@ -19,7 +19,7 @@ import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
-from srgan_jax.errors import UserError
+from srgan_jax.errors import UserError, first_line
 
 
 def initialize(distributed: ml_collections.ConfigDict) -> None:
@@ -37,8 +37,7 @@ def initialize(distributed: ml_collections.ConfigDict) -> None:
     try:
         jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)
     except (RuntimeError, ValueError) as err:
-        first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"jax.distributed.initialize failed ({first}): outside a cluster manager set "
+        raise UserError(f"jax.distributed.initialize failed ({first_line(err)}): outside a cluster manager set "
                         "config.distributed.coordinator_address, num_processes and process_id") from None
 
 

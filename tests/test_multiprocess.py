@@ -128,7 +128,9 @@ def test_a_dead_peer_makes_the_survivor_exit_with_one_line_and_intact_checkpoint
     procs[1].kill()
     killed = time.monotonic()
     _, err = procs[0].communicate(timeout=120)
-    assert time.monotonic() - killed < 20 + 10  # the coordination timeout, plus start-up slack
+    # The survivor's next collective fails at once; the bound is the coordination timeout
+    # (the promise), plus slack for the step and save in flight on a slow machine.
+    assert time.monotonic() - killed < 20 + 10
     assert procs[0].returncode not in (0, None)
     last = err.strip().splitlines()[-1]
     assert last.startswith("train.py: error: process 0 stopped") and "a peer process died" in last, err[-3000:]

@@ -70,6 +70,8 @@ def test_an_exploding_state_never_becomes_the_last_good_checkpoint(image_dir, tm
     assert checkpoints.all_steps(tmp_path) == [1, 2]
     step, state = checkpoints.restore_newest_intact(tmp_path, target_state(config))
     assert step == 2
+    # Adam moves each parameter by at most ~lr per update: two updates at 1e-3 leave the
+    # initial values (|w| of a few units at most) where they were, far from 1e24.
     assert max(np.abs(x).max() for x in leaves(state.g.params)) < 10
     # Resuming from it at a sane rate trains on.
     resumed = loop.train_and_evaluate(tiny_config(image_dir, num_steps=4), str(tmp_path))

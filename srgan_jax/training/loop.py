@@ -92,7 +92,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
                 reason = stop.reason(step, sync)
                 at_checkpoint = bool(reason) or step % config.train.checkpoint_every == 0 \
                     or step == config.train.num_steps
-                if pending or at_checkpoint or step % config.train.log_every == 0:
+                if pending or sync or reason:
                     monitor.check(strategy.to_host, write=sync or bool(reason))
                 if pending:  # step `step` computed its loss from the pending state: finite
                     with stop.deferred():
@@ -134,20 +134,9 @@ def _workdir(workdir: Path) -> Iterator[None]:
     except OSError as err:
         raise checkpoints.StorageError(f"cannot create --workdir {workdir} ({err.strerror}): "
                                        "choose a writable folder") from None
-    if jax.process_index() != 0:
+    with WorkdirLock(workdir) if jax.process_index() == 0 else contextlib.nullcontext():
         multihost.barrier("workdir locked")
         yield
-        return
-    try:
-        lock = WorkdirLock(workdir).__enter__()
-    except OSError as err:
-        raise checkpoints.StorageError(f"cannot write to --workdir {workdir} ({err.strerror}): "
-                                       "choose a writable folder") from None
-    try:
-        multihost.barrier("workdir locked")
-        yield
-    finally:
-        lock.__exit__()
 
 
 def _host_copy(strategy: parallel.Strategy, state: SRState) -> SRState:

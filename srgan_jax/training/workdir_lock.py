@@ -41,6 +41,9 @@ class WorkdirLock:
             except FileExistsError:
                 self._take_over_if_stale()
                 continue
+            except OSError as err:  # read-only file system, no permission
+                raise UserError(f"cannot write to --workdir {self.path.parent} ({err.strerror}): "
+                                "choose a writable folder") from None
             with os.fdopen(fd, "w") as file:
                 json.dump(holder, file)
             self._held = True
