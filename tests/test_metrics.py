@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from skimage.metrics import structural_similarity
 
+from srgan_jax import metrics
 from srgan_jax.metrics import batch_psnr, psnr, rgb_to_y, ssim, to_uint8
 
 
@@ -99,3 +100,47 @@ def test_batch_psnr_range_minus_one_to_one():
     sr = hr.at[0].set(0.1).at[1].set(-0.2)  # MSE 0.01 and 0.04, data range 2
     expected = (10 * math.log10(4 / 0.01) + 10 * math.log10(4 / 0.04)) / 2
     assert float(batch_psnr(sr, hr)) == pytest.approx(expected, rel=1e-5)
+
+
+def _noise_with_grid(seed: int, amplitude: float, period: int = 4, size: int = 136, sigma: float = 16.0) -> np.ndarray:
+    """Gray uint8: 128 + N(0, sigma^2) white noise + `amplitude` on every pixel of a period x period lattice."""
+    image = 128.0 + sigma * np.random.default_rng(seed).standard_normal((size, size))
+    image[::period, ::period] += amplitude
+    return np.clip(np.round(image), 0, 255).astype(np.uint8)
+
+
+def test_shuffle_grid_prominence_is_one_on_white_noise():
+    # Each windowed-DFT bin of white noise has the same expected power, so the ratio of the 135
+    # peak bins to the 1,440 ring bins is 1 in expectation; one image's ratio has a standard
+    # deviation of about 1 / sqrt(135 / 2) = 0.12 (neighbouring Hann bins are correlated), the
+    # mean of 8 images about 0.04: the 0.2 bound is 4.6 of those. Seeded, float64 FFT.
+    values = [metrics.shuffle_grid_prominence(_noise_with_grid(seed, 0.0)) for seed in range(8)]
+    assert abs(np.mean(values) - 1.0) < 0.2
+
+
+def test_shuffle_grid_prominence_matches_the_windowed_dft_of_a_pulse_grid():
+    # A pulse of height A every 4 px in both axes has DFT coefficients A/16 at all 16 grid
+    # frequencies. Under a periodic Hann window (sum N/2 per axis) each becomes a 3x3 lobe
+    # with weights (1/2, 1, 1/2) x (1/2, 1, 1/2): mean power over the lobe (A/16)^2 (N/2)^4 / 4.
+    # White noise gives sigma^2 * (3N/8)^2 per bin (sum of Hann^2 = 3N/8 per axis), in the ring
+    # and, on average, under the lobe. So E[prominence] = 1 + A^2 N^2 / (2304 sigma^2): 29.4 for
+    # A = 2 sigma and N = 128 (136 less the 4-px crops). The Y conversion scales A and sigma
+    # alike. Mean of 8 images, each with a standard deviation of about 2 (the noise-grid cross
+    # term): 3 (10 %) is more than 4 of the mean's standard deviations.
+    expected = 1.0 + 32.0**2 * 128**2 / (2304 * 16.0**2)
+    values = [metrics.shuffle_grid_prominence(_noise_with_grid(seed, 32.0)) for seed in range(8)]
+    assert abs(np.mean(values) - expected) < 3.0
+    weaker = [metrics.shuffle_grid_prominence(_noise_with_grid(seed, 8.0)) for seed in range(8)]
+    assert 1.5 < np.mean(weaker) < np.mean(values)  # 1 + 1.78 expected at A = sigma / 2
+
+
+def test_shuffle_grid_prominence_ignores_other_periods():
+    # A period-3 lattice puts its energy at k/3 cycles per pixel, none of which is on the
+    # period-4 grid (nor in its 3x3 lobes for N = 128): the prominence stays at the noise level.
+    values = [metrics.shuffle_grid_prominence(_noise_with_grid(seed, 64.0, period=3)) for seed in range(8)]
+    assert abs(np.mean(values) - 1.0) < 0.2
+
+
+def test_shuffle_grid_prominence_refuses_a_too_small_image():
+    with pytest.raises(ValueError, match="too small"):
+        metrics.shuffle_grid_prominence(np.zeros((20, 20), np.uint8))
