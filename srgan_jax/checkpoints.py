@@ -8,8 +8,8 @@ Layout of a workdir:
 
 A generator is restored from nothing but such a step folder: `read_generator_spec` reads
 what rebuilds it from `meta`, `load_generator_variables` its arrays. This is the only module
-that reads or writes `meta`. The package ships a trained generator in the same layout
-(`shipped_checkpoint`).
+that reads or writes `meta`. The package ships trained generators in the same layout, found
+by name (`find_generator`: srresnet_x4, the default, and srgan_mse_x4).
 
 Integrity: `meta` holds a CRC-32 of every array of `state` and `generator`, and every restore
 checks them. Training resumes from the newest checkpoint that restores and matches
@@ -309,6 +309,15 @@ def read_generator_spec(path: str | Path) -> GeneratorSpec:
     return GeneratorSpec.from_dict(_read_meta(_step_dir(Path(path)))["model"])
 
 
+def shipped_names() -> list[str]:
+    """Names of the generators shipped with the package (`pretrained/<name>/`), e.g. srresnet_x4."""
+    try:
+        root = importlib.resources.files("srgan_jax.pretrained")
+    except ModuleNotFoundError:
+        return []
+    return sorted(p.name for p in root.iterdir() if p.is_dir() and p.joinpath("generator").is_dir())
+
+
 def shipped_checkpoint(name: str = SHIPPED_GENERATOR) -> Path:
     """The folder of a generator shipped with the package (`pretrained/<name>` in a source checkout).
 
@@ -323,6 +332,50 @@ def shipped_checkpoint(name: str = SHIPPED_GENERATOR) -> Path:
         raise UserError(f"the shipped generator {name} is not installed with this copy of srgan-jax: "
                         "pass --checkpoint WORKDIR, or reinstall the package (pip install .)")
     return folder
+
+
+def find_generator(checkpoint: str | Path | None = None) -> Path:
+    """The folder a `--checkpoint` value means: an existing path, else a shipped generator's name.
+
+    None is the default shipped generator (SRResNet x4). A path that exists always wins, so a
+    local folder named like a shipped model is still read from disk.
+    """
+    if checkpoint is None:
+        return shipped_checkpoint()
+    path = Path(checkpoint)
+    if path.exists():
+        return path
+    if str(checkpoint) in shipped_names():
+        return shipped_checkpoint(str(checkpoint))
+    names = ", ".join(shipped_names()) or "none installed"
+    raise UserError(f"checkpoint {checkpoint} does not exist: pass a training workdir, its checkpoints/ "
+                    f"folder, a step folder, or a shipped generator's name ({names})")
+
+
+def export_generator(checkpoint: str | Path, out_dir: str | Path) -> Path:
+    """Copy a checkpoint's generator alone to `out_dir` (the layout of the shipped generators).
+
+    `out_dir/generator` is the checkpoint's generator item, verified against its checksums
+    first; `out_dir/meta/metadata` keeps the model, config and step and the generator's
+    checksums, without the training state's. The optimiser and D are left behind.
+    """
+    step_dir, out_dir = _step_dir(Path(checkpoint)).absolute(), Path(out_dir)
+    if out_dir.exists():
+        raise UserError(f"{out_dir} exists: remove it or pass another folder")
+    meta = _read_meta(step_dir)
+    try:
+        with ocp.StandardCheckpointer() as checkpointer:
+            variables = checkpointer.restore(step_dir / "generator")  # the tree as saved
+    except Exception as err:  # Orbax, msgpack and tensorstore each raise their own types
+        raise DamagedCheckpointError(f"checkpoint {step_dir} is damaged or incomplete ({first_line(err)}): "
+                                     "pass another checkpoint") from None
+    _verify(step_dir, "generator", variables, meta)
+    kept = {"model": meta["model"], "config": meta["config"], "step": meta["step"],
+            "checksums": {"generator": meta["checksums"]["generator"]}}
+    shutil.copytree(step_dir / "generator", out_dir / "generator")
+    (out_dir / "meta").mkdir()
+    (out_dir / "meta" / "metadata").write_text(json.dumps(kept))
+    return out_dir
 
 
 def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:

@@ -246,7 +246,8 @@ def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: 
 
     Args:
       path: a training workdir, its checkpoints/ folder or a step folder (the newest step is
-        used); None: the shipped pretrained SRResNet x4 (`checkpoints.shipped_checkpoint()`).
+        used), or the name of a shipped generator ("srresnet_x4", "srgan_mse_x4"); None: the
+        shipped pretrained SRResNet x4.
       tile, overlap: LR tile size and the minimum overlap between neighbouring tiles, in
         pixels; tile = 0 runs each image whole.
       batch: tiles per forward pass.
@@ -254,10 +255,7 @@ def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: 
     """
     check_tiling(tile, overlap, batch)
     compute_dtype = config_lib.compute_dtype(dtype)
-    path = checkpoints.shipped_checkpoint() if path is None else Path(path)
-    if not path.exists():
-        raise UserError(f"checkpoint {path} does not exist: pass a training workdir, its checkpoints/ "
-                        "folder or a step folder")
+    path = checkpoints.find_generator(path)
     spec = checkpoints.read_generator_spec(path)
     abstract = jax.eval_shape(
         lambda: models.create_generator(spec).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
