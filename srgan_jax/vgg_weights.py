@@ -21,7 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from srgan_jax.errors import UserError
+from srgan_jax.errors import UserError, first_line
 from srgan_jax.networks.vgg19 import CONVS, PREPROCESSING, Dtype, Params, VGGFeatures, check_layers
 
 # torchvision `vgg19().features` indices of the 16 convs (ReLUs and pools sit between them).
@@ -51,7 +51,14 @@ def _check_params(params: Mapping[str, Any], origin: str) -> Params:
         if kernel.shape != (3, 3, in_ch, out_ch) or bias.shape != (out_ch,):
             raise UserError(f"{origin}: {name} has kernel {kernel.shape} / bias {bias.shape}, VGG19 needs "
                             f"{(3, 3, in_ch, out_ch)} / {(out_ch,)}; make the file with: {_CONVERT_HINT}")
-        checked[name] = {"kernel": kernel.astype(np.float32), "bias": bias.astype(np.float32)}
+        if kernel.dtype.kind not in "fiu" or bias.dtype.kind not in "fiu":
+            raise UserError(f"{origin}: {name} holds {kernel.dtype} / {bias.dtype} values, not numbers; "
+                            f"make the file with: {_CONVERT_HINT}")
+        kernel, bias = kernel.astype(np.float32), bias.astype(np.float32)
+        if not (np.isfinite(kernel).all() and np.isfinite(bias).all()):
+            raise UserError(f"{origin}: {name} holds NaN or Inf weights: the file is damaged; download or "
+                            "convert it again")
+        checked[name] = {"kernel": kernel, "bias": bias}
     return checked
 
 
@@ -68,18 +75,29 @@ def load_params(path: str | Path) -> tuple[Params, dict]:
     if not meta_path.is_file():
         raise UserError(f"{path} has no sidecar {meta_path} (its preprocessing is unknown); "
                         f"re-run the conversion: {_CONVERT_HINT}")
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise UserError(f"{meta_path} cannot be read as JSON ({first_line(err)}); "
+                        f"re-run the conversion: {_CONVERT_HINT}") from None
+    if not isinstance(meta, dict):
+        raise UserError(f"{meta_path} holds a JSON {type(meta).__name__}, not a sidecar object; "
+                        f"re-run the conversion: {_CONVERT_HINT}")
     if meta.get("preprocessing") not in PREPROCESSING:
         raise UserError(f"{meta_path} names preprocessing {meta.get('preprocessing')!r}, expected one of "
                         f"{sorted(PREPROCESSING)}; re-run the conversion: {_CONVERT_HINT}")
-    data = path.read_bytes()
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise UserError(f"cannot read {path} ({err.strerror}): check its permissions") from None
     if meta.get("sha256") != hashlib.sha256(data).hexdigest():
         raise UserError(f"{meta_path} describes a different file than {path} (sha256 mismatch); "
                         f"re-run the conversion: {_CONVERT_HINT}")
     try:
         state = flax.serialization.msgpack_restore(data)
     except Exception as err:  # msgpack raises several unrelated types on garbage
-        raise UserError(f"{path} is not a Flax msgpack file ({err}); make it with: {_CONVERT_HINT}") from err
+        raise UserError(f"{path} is not a Flax msgpack file ({first_line(err)}); make it with: "
+                        f"{_CONVERT_HINT}") from None
     if not isinstance(state, Mapping) or not isinstance(state.get("params"), Mapping):
         raise UserError(f"{path} holds no 'params' tree; make it with: {_CONVERT_HINT}")
     return _check_params(state["params"], str(path)), meta
@@ -104,33 +122,62 @@ def load_feature_extractor(path: str | Path, layers: Sequence[str] = ("relu5_4",
 # --------------------------------------------------------------------------- conversion
 
 
+def _damaged(path: Path, what: str, err: BaseException) -> UserError:
+    return UserError(f"{path} cannot be read as {what} ({first_line(err)}): it is damaged or incomplete; "
+                     "download or save it again")
+
+
+def _read_pth(path: Path) -> dict[str, np.ndarray]:
+    """A torch state dict (.pth / .pt) -> {key: float32 / integer array}."""
+    try:
+        import torch
+    except ImportError as err:
+        raise UserError(f"reading {path} needs PyTorch, which is not installed: install torch, or save the "
+                        "state dict as .safetensors or .npz on a machine that has it") from err
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # torch raises OSError, RuntimeError, EOFError, KeyError ... on damaged files
+        raise _damaged(path, "a PyTorch file", err) from None
+    if not isinstance(state, Mapping):
+        raise UserError(f"{path} holds a {type(state).__name__}, not a state dict: expected torchvision's "
+                        "vgg19-dcbb9e9d.pth")
+    # bfloat16 / float16 tensors have no (or a lossy) numpy view: float32 is what the conversion keeps.
+    return {key: (value.float() if value.is_floating_point() else value).numpy()
+            for key, value in state.items() if isinstance(value, torch.Tensor)}
+
+
+def _read_safetensors(path: Path) -> dict[str, np.ndarray]:
+    try:
+        from safetensors.numpy import load_file
+    except ImportError as err:
+        raise UserError(f"reading {path} needs the safetensors package: pip install safetensors") from err
+    try:
+        return load_file(path)
+    except Exception as err:  # SafetensorError (header, truncation), OSError, unsupported dtypes
+        raise _damaged(path, "a safetensors file", err) from None
+
+
+def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    if not zipfile.is_zipfile(path):  # truncated, or another format (an .npy, a pickle)
+        raise UserError(f"{path} is not a complete .npz archive (no zip directory at its end): it is damaged, "
+                        "incomplete or another format; save it with np.savez(path, **{name: tensor.numpy()})")
+    try:
+        with np.load(path) as archive:  # allow_pickle=False: object arrays raise instead of unpickling
+            return {key: archive[key] for key in archive.files}
+    except ValueError as err:
+        if "allow_pickle" not in str(err):
+            raise _damaged(path, "an .npz archive", err) from None
+        raise UserError(f"{path} holds object arrays (pickled Python objects) and is refused, as loading them "
+                        "could run code: save plain arrays, np.savez(path, **{name: tensor.numpy()})") from None
+    except Exception as err:  # BadZipFile (a CRC mismatch), a zlib error, EOFError, OSError
+        raise _damaged(path, "an .npz archive", err) from None
+
+
 def _read_torchvision(path: Path) -> Params:
     """torchvision state dict (`features.N.weight` OIHW / `.bias`) -> Flax params (HWIO)."""
     suffix = path.suffix.lower()
-    if suffix in (".pth", ".pt"):
-        try:
-            import torch
-        except ImportError as err:
-            raise UserError(f"reading {path} needs PyTorch, which is not installed: install torch, or save the "
-                            "state dict as .safetensors or .npz on a machine that has it") from err
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # torch raises unpickling errors of several types
-            raise UserError(f"{path} is not a PyTorch state dict ({err}): expected torchvision's "
-                            "vgg19-dcbb9e9d.pth") from err
-        if not isinstance(state, Mapping):
-            raise UserError(f"{path} holds a {type(state).__name__}, not a state dict: expected torchvision's "
-                            "vgg19-dcbb9e9d.pth")
-        state = {key: value.numpy() for key, value in state.items() if hasattr(value, "numpy")}
-    elif suffix == ".safetensors":
-        try:
-            from safetensors.numpy import load_file
-        except ImportError as err:
-            raise UserError(f"reading {path} needs the safetensors package: pip install safetensors") from err
-        state = load_file(path)
-    else:
-        with np.load(path) as archive:
-            state = {key: archive[key] for key in archive.files}
+    readers = {".pth": _read_pth, ".pt": _read_pth, ".safetensors": _read_safetensors, ".npz": _read_npz}
+    state = readers[suffix](path)
     params = {}
     for (name, _, _), index in zip(CONVS, _TORCHVISION_INDICES):
         weight, bias = state.get(f"features.{index}.weight"), state.get(f"features.{index}.bias")
@@ -194,16 +241,29 @@ def _read_keras(path: Path) -> Params:
     if path.suffix.lower() == ".keras":
         if not zipfile.is_zipfile(path):
             raise UserError(f"{path} is not a .keras archive: expected a file written by keras model.save()")
-        with zipfile.ZipFile(path) as archive:
-            if "model.weights.h5" not in archive.namelist():
-                raise UserError(f"{path} has no model.weights.h5 inside: expected a file written by keras model.save()")
-            data = archive.read("model.weights.h5")
-        with h5py.File(io.BytesIO(data), "r") as h5:
-            return _read_keras_h5(h5, str(path))
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = archive.namelist()
+                data = archive.read("model.weights.h5") if "model.weights.h5" in names else None
+        except Exception as err:  # BadZipFile (a CRC mismatch), a zlib error, EOFError, OSError
+            raise _damaged(path, "a .keras archive", err) from None
+        if data is None:
+            raise UserError(f"{path} has no model.weights.h5 inside: expected a file written by keras model.save()")
+        return _read_h5(io.BytesIO(data), path)
     if not h5py.is_hdf5(path):
         raise UserError(f"{path} is not an HDF5 file: expected a Keras .h5 weights file")
-    with h5py.File(path, "r") as h5:
-        return _read_keras_h5(h5, str(path))
+    return _read_h5(path, path)
+
+
+def _read_h5(file: Any, origin: Path) -> Params:
+    """The Keras weights in an HDF5 file (a path or a file object); a damaged file is one UserError."""
+    import h5py
+
+    try:
+        with h5py.File(file, "r") as h5:
+            return _read_keras_h5(h5, str(origin))
+    except (OSError, RuntimeError, KeyError) as err:  # h5py's errors on truncated or damaged files
+        raise _damaged(origin, "HDF5", err) from None
 
 
 def convert_vgg19(source: str | Path, layout: str, out: str | Path) -> dict:
@@ -225,6 +285,8 @@ def convert_vgg19(source: str | Path, layout: str, out: str | Path) -> dict:
         other = "keras" if suffix in _KERAS_SUFFIXES else "torchvision" if suffix in _TORCH_SUFFIXES else None
         fix = f"use --from {other}" if other else f"give a {'/'.join(expected)} file"
         raise UserError(f"{source} is not a {layout} weights file (expected {'/'.join(expected)}): {fix}")
+    if source.stat().st_size == 0:
+        raise UserError(f"{source} is empty (0 bytes): an interrupted download? Download it again")
     params = _read_torchvision(source) if layout == "torchvision" else _read_keras(source)
     data = flax.serialization.msgpack_serialize({"params": params})
     preprocessing = _LAYOUT_PREPROCESSING[layout]
@@ -238,9 +300,12 @@ def convert_vgg19(source: str | Path, layout: str, out: str | Path) -> dict:
         "preprocessing": preprocessing,
         **PREPROCESSING[preprocessing],
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        sidecar_path(out).write_text(json.dumps(meta, indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write {err.filename or out} ({err.strerror}): choose a writable --out") from None
     return meta
 
 

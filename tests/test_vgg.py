@@ -270,7 +270,7 @@ def test_missing_files_name_the_convert_command(tmp_path):
 def test_pth_without_torch_suggests_safetensors(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "torch", None)  # makes `import torch` raise ImportError
     path = tmp_path / "vgg19-dcbb9e9d.pth"
-    path.write_bytes(b"")
+    path.write_bytes(b"PK")  # not empty: an empty file is reported as such first
     with pytest.raises(UserError, match="needs PyTorch.*safetensors or .npz"):
         vgg_weights.convert_vgg19(path, "torchvision", tmp_path / "out.msgpack")
 
@@ -326,3 +326,114 @@ def test_converted_file_without_sidecar_or_with_wrong_shapes(tmp_path):
     path.write_bytes(data + b"x")
     with pytest.raises(UserError, match="sha256 mismatch"):
         vgg_weights.load_feature_extractor(path)
+
+
+# --------------------------------------------------------------------------- damaged and hostile files
+
+_SMALL_STATE = {"features.0.weight": np.ones((64, 3, 3, 3), np.float32), "features.0.bias": np.ones(64, np.float32)}
+
+
+def _cut(path, keep=0.5):
+    path.write_bytes(path.read_bytes()[: int(path.stat().st_size * keep)])
+    return path
+
+
+def _flip(path, start, count=32):
+    data = bytearray(path.read_bytes())
+    data[start:start + count] = bytes(b ^ 0xFF for b in data[start:start + count])
+    path.write_bytes(bytes(data))
+    return path
+
+
+def _pth(path, legacy=False):
+    torch = pytest.importorskip("torch")
+    torch.save({k: torch.from_numpy(v) for k, v in _SMALL_STATE.items()}, path,
+               _use_new_zipfile_serialization=not legacy)
+    return path
+
+
+def _safetensors(path):
+    from safetensors.numpy import save_file
+
+    save_file(_SMALL_STATE, str(path))
+    return path
+
+
+def _h5(path):
+    with h5py.File(path, "w") as h5:
+        group = h5.create_group("block1_conv1")
+        group.create_dataset("kernel", data=np.ones((3, 3, 3, 64), np.float32))
+        group.create_dataset("bias", data=np.ones(64, np.float32))
+    return path
+
+
+def _keras_archive(path, inner: bytes):
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("model.weights.h5", inner)
+    return path
+
+
+def _write(path, data: bytes):
+    path.write_bytes(data)
+    return path
+
+
+def _npy_named_npz(folder):
+    np.save(folder / "w.npy", np.ones(3))
+    return (folder / "w.npy").rename(folder / "w.npz")
+
+
+DAMAGED_SOURCES = {  # name: (--from, make the file in a folder, what the one line must say)
+    "truncated .pth": ("torchvision", lambda d: _cut(_pth(d / "w.pth")), "damaged or incomplete"),
+    "truncated legacy .pth": ("torchvision", lambda d: _cut(_pth(d / "w.pth", legacy=True)), "damaged"),
+    "garbage .pth": ("torchvision", lambda d: _write(d / "w.pth", b"not a pickle" * 8), "damaged"),
+    "empty .pth": ("torchvision", lambda d: _write(d / "w.pth", b""), "empty"),
+    "truncated .safetensors": ("torchvision", lambda d: _cut(_safetensors(d / "w.safetensors")), "SafetensorError"),
+    "damaged .safetensors header": ("torchvision", lambda d: _flip(_safetensors(d / "w.safetensors"), 20),
+                                    "SafetensorError"),
+    "truncated .npz": ("torchvision", lambda d: _cut(_save_npz(d / "w.npz", _SMALL_STATE)), "not a complete .npz"),
+    "flipped bytes in .npz": ("torchvision", lambda d: _flip(_save_npz(d / "w.npz", _SMALL_STATE), 400), "CRC"),
+    "object array .npz": ("torchvision", lambda d: _save_npz(d / "w.npz", {"a": np.array([object()], dtype=object)}),
+                          "object arrays (pickled Python objects) and is refused"),
+    ".npy named .npz": ("torchvision", _npy_named_npz, "not a complete .npz"),
+    "truncated .h5": ("keras", lambda d: _cut(_h5(d / "w.h5")), "truncated file"),
+    "truncated .h5 in .keras": ("keras", lambda d: _keras_archive(d / "w.keras", _cut(_h5(d / "w.h5")).read_bytes()),
+                                "truncated file"),
+    "flipped bytes in .keras": ("keras", lambda d: _flip(_keras_archive(d / "w.keras", _h5(d / "w.h5").read_bytes()),
+                                                         1000), "CRC"),
+}
+
+
+@pytest.mark.parametrize("damage", DAMAGED_SOURCES)
+def test_a_damaged_weight_file_is_one_line_naming_it(tmp_path, damage, capsys):
+    from srgan_jax import cli
+
+    layout, make, says = DAMAGED_SOURCES[damage]
+    source = make(tmp_path)
+    out = tmp_path / "out" / "vgg19.msgpack"
+    assert cli.main(["convert-vgg19", str(source), "--from", layout, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err, err
+    assert err.startswith(f"srgan-jax convert-vgg19: error: {source}") and says in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("sidecar, says", [("{not json", "cannot be read as JSON"), ("[1, 2]", "holds a JSON list")])
+def test_a_damaged_sidecar_is_one_line(tmp_path, sidecar, says):
+    path = tmp_path / "vgg19.msgpack"
+    path.write_bytes(b"")
+    vgg_weights.sidecar_path(path).write_text(sidecar)
+    with pytest.raises(UserError, match=says) as raised:
+        vgg_weights.load_feature_extractor(path)
+    assert len(str(raised.value).splitlines()) == 1
+
+
+def test_nan_weights_are_reported_as_damage(tmp_path):
+    state = {f"features.{i}.{kind}": np.zeros(shape, np.float32) for (_, c_in, c_out), i in
+             zip(vgg19.CONVS, TORCH_INDEX.values()) for kind, shape in (("weight", (c_out, c_in, 3, 3)),
+                                                                        ("bias", (c_out,)))}
+    state["features.5.bias"][3] = np.nan
+    with pytest.raises(UserError, match="conv2_1 holds NaN or Inf weights: the file is damaged"):
+        vgg_weights.convert_vgg19(_save_npz(tmp_path / "w.npz", state), "torchvision", tmp_path / "o.msgpack")
