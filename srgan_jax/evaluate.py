@@ -5,7 +5,10 @@ inputs under the same file names. HR images are mod-cropped to a multiple of the
 (top-left kept) and converted to RGB; LR is either the shipped file or MATLAB bicubic / 4
 of the HR (`imresize`). Every upscaler maps uint8 [h, w, 3] RGB LR to uint8 [4h, 4w, 3] SR,
 scored with `metrics.psnr` / `metrics.ssim` and, on request, the no-reference `niqe.niqe`
-(all on the Y channel with a 4-px border crop; NIQE of the HR images is the reference point).
+(all on the Y channel with a 4-px border crop; NIQE of the HR images is the reference point)
+and the full-reference LPIPS (`networks.lpips`, v0.1 AlexNet: full RGB mapped to [-1, 1], the
+same 4-px border crop as PSNR so that both see the same pixels; lower = closer to HR, 0 for HR
+itself, so HR gets no LPIPS row).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from srgan_jax.data.imresize import imresize, upscale_nearest
 from srgan_jax.errors import UserError
 
 Upscaler = Callable[[np.ndarray], np.ndarray]
+PairMetric = Callable[[np.ndarray, np.ndarray], float]  # (sr, hr) uint8 [H, W, 3] RGB -> distance
 ImagePair = tuple[str, np.ndarray, np.ndarray]  # (name, lr uint8 [h, w, 3], hr uint8 [H, W, 3])
 
 
@@ -102,20 +106,45 @@ def load_image_pairs(
     return pairs, errors
 
 
-def _score(sr: np.ndarray, hr: np.ndarray, metric_names: Sequence[str], scale: int) -> dict[str, float]:
-    """The requested metrics of one SR image: PSNR/SSIM against HR, NIQE of SR alone (all Y, crop = scale)."""
+def lpips_scorer(weights: str | Path) -> PairMetric:
+    """LPIPS v0.1 (AlexNet) with the converted weights at `weights` (`srgan-jax convert-lpips`):
+    (sr, hr) uint8 [H, W, 3] RGB, whole images as given (crop first) -> LPIPS as a float.
+
+    Jitted once per image shape (BSD100 has two); SR and HR go through AlexNet as one batch.
+    """
+    import jax.numpy as jnp
+
+    from srgan_jax import lpips_weights, xla_cpu
+
+    def distance(lpips, sr, hr):  # uint8 [1, H, W, 3] each
+        return lpips(sr.astype(jnp.float32) / 127.5 - 1.0, hr.astype(jnp.float32) / 127.5 - 1.0)[0]
+
+    jitted, lpips = xla_cpu.jit(distance), lpips_weights.load_lpips(weights)
+    return lambda sr, hr: float(jitted(lpips, sr[None], hr[None]))
+
+
+def _score(sr: np.ndarray, hr: np.ndarray, metric_names: Sequence[str], scale: int,
+           lpips_fn: PairMetric | None) -> dict[str, float]:
+    """The requested metrics of one SR image: PSNR/SSIM against HR, NIQE of SR alone (all Y),
+    LPIPS against HR (RGB); all with a `scale`-px border crop."""
+    crop = (slice(scale, -scale),) * 2 if scale else (slice(None),) * 2
+    score_fns = {
+        "psnr": lambda: metrics.psnr(sr, hr, crop_border=scale),
+        "ssim": lambda: metrics.ssim(sr, hr, crop_border=scale),
+        "niqe": lambda: niqe.niqe(sr, crop_border=scale),
+        "lpips": lambda: lpips_fn(sr[crop], hr[crop]),
+    }
     scores = {}
-    if "psnr" in metric_names:
-        scores["psnr"] = metrics.psnr(sr, hr, crop_border=scale)
-    if "ssim" in metric_names:
-        scores["ssim"] = metrics.ssim(sr, hr, crop_border=scale)
-    if "niqe" in metric_names:
-        scores["niqe"] = niqe.niqe(sr, crop_border=scale)
+    for metric in metric_names:
+        try:
+            scores[metric] = score_fns[metric]()
+        except ValueError as err:  # NIQE needs one 96x96 block after the crop, LPIPS 31x31 pixels
+            raise UserError(f"{err}: drop {metric} from --metrics for this set") from None
     return scores
 
 
 def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_names: Sequence[str] = ("psnr", "ssim"),
-                 progress: str | None = None, scale: int = 4) -> dict:
+                 progress: str | None = None, scale: int = 4, lpips_fn: PairMetric | None = None) -> dict:
     """Score an upscaler on (name, lr, hr) pairs with the paper protocol.
 
     Args:
@@ -124,8 +153,10 @@ def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_nam
         themselves: the reference point of the no-reference NIQE (only "niqe" is meaningful).
       pairs: from `load_image_pairs`.
       metric_names: any of METRICS. PSNR (dB) and SSIM compare with HR; NIQE (lower is more
-        natural) scores the SR image alone. All on the Y channel with a `scale`-px border crop.
+        natural) scores the SR image alone; all three on the Y channel. LPIPS (lower is closer)
+        compares with HR in RGB. All with a `scale`-px border crop.
       progress: a label for a progress bar on stderr (shown on a terminal only); None: no bar.
+      lpips_fn: the LPIPS of (sr, hr) (`lpips_scorer`); needed when metric_names has "lpips".
 
     Returns:
       {metric: mean over the images, "n": count, "per_image": {name: {metric: value}}}.
@@ -134,6 +165,8 @@ def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_nam
         raise ValueError("evaluate_set: no image pairs to evaluate")
     if not set(metric_names) <= set(METRICS):
         raise ValueError(f"evaluate_set: metrics must be among {METRICS}, got {metric_names}")
+    if "lpips" in metric_names and lpips_fn is None:
+        raise ValueError("evaluate_set: lpips needs lpips_fn (see lpips_scorer)")
     per_image = {}
     bar = tqdm(pairs, desc=progress, unit="image", file=sys.stderr, leave=False,
                disable=None if progress else True)  # None: only on a terminal
@@ -142,9 +175,9 @@ def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_nam
         if sr.shape != hr.shape:
             raise UserError(f"{name}: upscaler gave {sr.shape} for HR {hr.shape}; it must upscale x{scale} to RGB")
         try:
-            per_image[name] = _score(sr, hr, metric_names, scale)
-        except ValueError as err:  # NIQE needs one 96x96 block after the crop
-            raise UserError(f"{name}: {err}: drop niqe from --metrics for this set") from None
+            per_image[name] = _score(sr, hr, metric_names, scale, lpips_fn)
+        except UserError as err:
+            raise UserError(f"{name}: {err}") from None
     means = {metric: float(np.mean([v[metric] for v in per_image.values()])) for metric in metric_names}
     return {**means, "n": len(per_image), "per_image": per_image}
 
@@ -160,18 +193,19 @@ def nearest_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
 
 
 BASELINES: dict[str, Upscaler] = {"nearest": nearest_upscale, "bicubic": bicubic_upscale}
-METRICS = ("psnr", "ssim", "niqe")
+METRICS = ("psnr", "ssim", "niqe", "lpips")
 HR_METHOD = "HR"  # the HR images scored as they are (NIQE only)
 
 
-_COLUMNS = {"psnr": ("PSNR (dB)", "{:.2f}"), "ssim": ("SSIM", "{:.4f}"), "niqe": ("NIQE", "{:.3f}")}
+_COLUMNS = {"psnr": ("PSNR (dB)", "{:.2f}"), "ssim": ("SSIM", "{:.4f}"), "niqe": ("NIQE", "{:.3f}"),
+            "lpips": ("LPIPS", "{:.4f}")}
 
 
 def format_table(results: dict[str, dict[str, dict]], lr_source_used: dict[str, str],
                  metric_names: Sequence[str] = ("psnr", "ssim")) -> str:
     """Markdown table of {method: {set: evaluate_set result}}; `lr_source_used` = {set: source}.
 
-    A metric a method was not scored on (PSNR/SSIM of the HR row) shows as "-".
+    A metric a method was not scored on (PSNR/SSIM/LPIPS of the HR row) shows as "-".
     """
     lines = ["| method | set | " + " | ".join(_COLUMNS[m][0] for m in metric_names) + " | images | LR source |",
              "|---|---|" + "---:|" * len(metric_names) + "---:|---|"]
@@ -201,12 +235,13 @@ def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax evaluate`: print a PSNR/SSIM table, optionally write JSON.
+    """`srgan-jax evaluate`: print a PSNR/SSIM (NIQE, LPIPS) table, optionally write JSON.
 
     JSON layout: one method (`--method`, no NIQE) -> {set: {<metric>, "n", "per_image"}}; the model(s)
     (no `--method`) -> {"model" (or each checkpoint path) | "nearest" | "bicubic" | "HR": {set: {...}}},
     "HR" (NIQE of the HR images) only with NIQE, and then the --method layout is {method: ...} too.
-    `--plot` writes the perception-distortion figure.
+    LPIPS (`--metrics ...,lpips`) needs `--lpips-weights` (a `srgan-jax convert-lpips` file).
+    `--plot` writes the perception-distortion figure (PSNR against NIQE and/or LPIPS).
     Problems (a missing set, an unreadable image) go to stderr, one line each, and the others
     are still scored; returns 1 if there was any such problem, else 0.
     """
@@ -221,8 +256,15 @@ def run_cli(args: argparse.Namespace) -> int:
     unknown = set(metric_names) - set(METRICS)
     if unknown or not metric_names:
         raise UserError(f"--metrics {','.join(args.metrics)}: use any of {','.join(METRICS)}")
-    if args.plot and not {"psnr", "niqe"} <= set(metric_names):
-        raise UserError("--plot draws PSNR against NIQE: pass --metrics psnr,ssim,niqe (or psnr,niqe)")
+    if args.plot and ("psnr" not in metric_names or not {"niqe", "lpips"} & set(metric_names)):
+        raise UserError("--plot draws PSNR against NIQE or LPIPS: pass --metrics psnr,ssim,niqe (or psnr,lpips)")
+    lpips_fn = None
+    if "lpips" in metric_names:
+        if not args.lpips_weights:
+            raise UserError(f"--metrics {','.join(args.metrics)} includes lpips, which needs --lpips-weights FILE; "
+                            "make the file with: srgan-jax convert-lpips --out alex_v0.1.msgpack "
+                            "(see pretrained/README.md, LPIPS)")
+        lpips_fn = lpips_scorer(args.lpips_weights)
     methods = _methods(args)
     if "niqe" in metric_names:
         methods[HR_METHOD] = None  # the HR images themselves: NIQE's reference point
@@ -239,7 +281,8 @@ def run_cli(args: argparse.Namespace) -> int:
         lr_source_used[set_name] = resolve_lr_source(data_dir, set_name, args.lr_source)
         for method, upscale_fn in methods.items():
             names = ["niqe"] if upscale_fn is None else metric_names
-            results[method][set_name] = evaluate_set(upscale_fn, pairs, names, progress=f"{method} {set_name}")
+            results[method][set_name] = evaluate_set(upscale_fn, pairs, names, progress=f"{method} {set_name}",
+                                                     lpips_fn=lpips_fn)
     if not lr_source_used:
         raise UserError(f"no images could be evaluated (see above); check --data-dir {data_dir} and --sets")
     print(format_table(results, lr_source_used, metric_names))

@@ -1,8 +1,10 @@
 """The perception-distortion figure of an evaluation: PSNR (x, higher = less distortion) against
-NIQE (y, lower = more natural), one panel per set, drawn with PIL (no plotting dependency).
+NIQE and/or LPIPS (y, lower = better), one panel per set and perceptual metric (a row of NIQE
+panels, then a row of LPIPS panels), drawn with PIL (no plotting dependency).
 
 Each method is a labelled point; the HR images, which have no distortion and so no finite
-PSNR, are a dashed line at their NIQE: the level a perfectly natural result would reach.
+PSNR, are a dashed line: at their NIQE, the level a perfectly natural result would reach, and
+at LPIPS 0, their distance to themselves.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from PIL import Image, ImageDraw, ImageFont
 _PANEL_W, _PANEL_H = 420, 340
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 30, 44  # margins around each panel's plot area
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
+# The y axes, in row order: metric -> axis label.
+_PERCEPTUAL = {"niqe": "NIQE (lower = more natural)", "lpips": "LPIPS (lower = closer to HR)"}
 
 
 def _ticks(low: float, high: float, count: int = 5) -> list[float]:
@@ -32,36 +36,38 @@ def _padded_range(values: list[float], pad: float) -> tuple[float, float]:
 
 
 def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by_method: dict[str, dict],
-           reference: str, colours: dict[str, tuple[int, int, int]], font: ImageFont.ImageFont) -> None:
+           metric: str, reference: str, colours: dict[str, tuple[int, int, int]], font: ImageFont.ImageFont) -> None:
+    """PSNR against `metric` ("niqe" or "lpips") for one set; the HR line at `reference`'s NIQE, or at LPIPS 0."""
     x0, y0 = origin
-    points = {m: (r["psnr"], r["niqe"]) for m, r in by_method.items() if m != reference}
-    hr_niqe = by_method.get(reference, {}).get("niqe")
+    points = {m: (r["psnr"], r[metric]) for m, r in by_method.items() if m != reference and metric in r}
+    hr_value = 0.0 if metric == "lpips" else by_method.get(reference, {}).get(metric)
     psnr_low, psnr_high = _padded_range([p for p, _ in points.values()], 0.15)
-    niqe_low, niqe_high = _padded_range([n for _, n in points.values()] + ([hr_niqe] if hr_niqe else []), 0.15)
+    values = [v for _, v in points.values()] + ([] if hr_value is None else [hr_value])
+    value_low, value_high = _padded_range(values, 0.15)
     left, top = x0 + _LEFT, y0 + _TOP
     right, bottom = x0 + _PANEL_W - _RIGHT, y0 + _PANEL_H - _BOTTOM
 
     def at(psnr: float, value: float) -> tuple[float, float]:
         return (left + (psnr - psnr_low) / (psnr_high - psnr_low) * (right - left),
-                bottom - (value - niqe_low) / (niqe_high - niqe_low) * (bottom - top))
+                bottom - (value - value_low) / (value_high - value_low) * (bottom - top))
 
     draw.text(((left + right) / 2 - 3 * len(set_name), y0 + 2), set_name, fill="black", font=font)
     draw.rectangle((left, top, right, bottom), outline="black")
     for tick in _ticks(psnr_low, psnr_high):
-        x = at(tick, niqe_low)[0]
+        x = at(tick, value_low)[0]
         draw.line((x, bottom, x, bottom + 4), fill="black")
         draw.text((x - 12, bottom + 6), f"{tick:g}", fill="black", font=font)
-    for tick in _ticks(niqe_low, niqe_high):
+    for tick in _ticks(value_low, value_high):
         y = at(psnr_low, tick)[1]
         draw.line((left - 4, y, left, y), fill="black")
         draw.text((x0 + 8, y - 6), f"{tick:g}", fill="black", font=font)
     draw.text(((left + right) / 2 - 40, bottom + 22), "PSNR (dB) ->", fill="black", font=font)
-    draw.text((x0 + 4, top - 14), "NIQE (lower = more natural)", fill="black", font=font)
-    if hr_niqe is not None:
-        y = at(psnr_low, hr_niqe)[1]
+    draw.text((x0 + 4, top - 14), _PERCEPTUAL[metric], fill="black", font=font)
+    if hr_value is not None:
+        y = at(psnr_low, hr_value)[1]
         for x in range(int(left), int(right), 10):
             draw.line((x, y, min(x + 5, right), y), fill=(90, 90, 90))
-        draw.text((right - 70, y - 14), f"HR {hr_niqe:.2f}", fill=(90, 90, 90), font=font)
+        draw.text((right - 70, y - 14), f"HR {hr_value:.2f}", fill=(90, 90, 90), font=font)
     for method, (psnr, value) in points.items():
         x, y = at(psnr, value)
         draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colours[method])
@@ -70,15 +76,21 @@ def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by
 
 
 def render(results: dict[str, dict[str, dict]], reference: str = "HR") -> Image.Image:
-    """Figure of {method: {set: {"psnr", "niqe", ...}}} (the evaluate results); the `reference`
-    method (the HR images, NIQE only) is drawn as a dashed line."""
+    """Figure of {method: {set: {"psnr", "niqe" and/or "lpips", ...}}} (the evaluate results):
+    a row of panels per perceptual metric the methods were scored on; the `reference` method
+    (the HR images, NIQE only) is drawn as a dashed line, as is LPIPS 0."""
     sets = list(dict.fromkeys(s for by_set in results.values() for s in by_set))
     methods = [m for m in results if m != reference]
+    rows = [metric for metric in _PERCEPTUAL
+            if any(metric in r for m in methods for r in results[m].values())]
+    if not rows:
+        raise ValueError(f"pd_plot.render: no method was scored on any of {', '.join(_PERCEPTUAL)}")
     colours = {m: _COLOURS[i % len(_COLOURS)] for i, m in enumerate(methods)}
-    figure = Image.new("RGB", (_PANEL_W * len(sets), _PANEL_H), "white")
+    figure = Image.new("RGB", (_PANEL_W * len(sets), _PANEL_H * len(rows)), "white")
     draw = ImageDraw.Draw(figure)
     font = ImageFont.load_default()
-    for i, set_name in enumerate(sets):
-        by_method = {m: results[m][set_name] for m in results if set_name in results[m]}
-        _panel(draw, (i * _PANEL_W, 0), set_name, by_method, reference, colours, font)
+    for row, metric in enumerate(rows):
+        for i, set_name in enumerate(sets):
+            by_method = {m: results[m][set_name] for m in results if set_name in results[m]}
+            _panel(draw, (i * _PANEL_W, row * _PANEL_H), set_name, by_method, metric, reference, colours, font)
     return figure

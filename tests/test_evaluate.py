@@ -28,7 +28,7 @@ def _save(path: Path, shape: tuple[int, ...], seed: int = 0) -> None:
 
 def _args(**kwargs) -> argparse.Namespace:
     defaults = dict(method="bicubic", checkpoint=None, data_dir="", sets=["Toy"], lr_source="auto", json=None,
-                    metrics=["psnr", "ssim"], plot=None)
+                    metrics=["psnr", "ssim"], plot=None, lpips_weights=None)
     return argparse.Namespace(**{**defaults, **kwargs})
 
 
