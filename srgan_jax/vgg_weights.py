@@ -11,6 +11,7 @@ import argparse
 import hashlib
 import io
 import json
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -128,7 +129,7 @@ def _damaged(path: Path, what: str, err: BaseException) -> UserError:
 
 
 def _read_pth(path: Path) -> dict[str, np.ndarray]:
-    """A torch state dict (.pth / .pt) -> {key: float32 / integer array}."""
+    """A torch state dict (.pth / .pt) -> {key: float32 / integer array}, without running pickled code."""
     try:
         import torch
     except ImportError as err:
@@ -136,6 +137,13 @@ def _read_pth(path: Path) -> dict[str, np.ndarray]:
                         "state dict as .safetensors or .npz on a machine that has it") from err
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        # torch's message would advise weights_only=False, i.e. running whatever the pickle holds.
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", str(err))
+        what = f" ({found.group(1)})" if found else ""
+        raise UserError(f"{path} holds objects other than tensors{what} and is refused, as loading them could run "
+                        "code: use torchvision's vgg19-dcbb9e9d.pth, or save the weights alone with "
+                        "torch.save(model.state_dict(), path)") from None
     except Exception as err:  # torch raises OSError, RuntimeError, EOFError, KeyError ... on damaged files
         raise _damaged(path, "a PyTorch file", err) from None
     if not isinstance(state, Mapping):

@@ -420,6 +420,26 @@ def test_a_damaged_weight_file_is_one_line_naming_it(tmp_path, damage, capsys):
     assert not out.exists()
 
 
+def test_a_pth_holding_other_objects_is_refused_without_running_them(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    from srgan_jax import cli
+
+    ran = tmp_path / "ran"
+
+    class Payload:
+        def __reduce__(self):  # what a hostile pickle does: call any function when loaded
+            return (open, (str(ran), "w"))
+
+    source = tmp_path / "vgg19.pth"
+    torch.save({"features.0.weight": Payload()}, source)
+    assert cli.main(["convert-vgg19", str(source), "--from", "torchvision", "--out", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1, err
+    assert err.startswith(f"srgan-jax convert-vgg19: error: {source} holds objects other than tensors (")
+    assert "is refused, as loading them could run code" in err and "state_dict()" in err
+    assert "weights_only" not in err and not ran.exists()
+
+
 @pytest.mark.parametrize("sidecar, says", [("{not json", "cannot be read as JSON"), ("[1, 2]", "holds a JSON list")])
 def test_a_damaged_sidecar_is_one_line(tmp_path, sidecar, says):
     path = tmp_path / "vgg19.msgpack"
