@@ -8,14 +8,23 @@ srgan.py (SRGAN-VGG54), quickstart.py (minutes on a CPU, no downloads). Every fi
 A workdir that holds checkpoints is resumed.
 """
 
+import ast
+import difflib
+import importlib.machinery
 import logging
 import os
+import re
 import sys
 import threading
-from typing import NoReturn
+import traceback
+import types
+from typing import Any, NoReturn
 
+import ml_collections
 from absl import app, flags
 from ml_collections import config_flags
+
+from srgan_jax.errors import UserError, first_line
 
 # TensorFlow (tf.data) shares the process with JAX: keep it off the accelerators' memory.
 os.environ.setdefault("TF_FORCE_GPU_ALLOW_GROWTH", "true")
@@ -43,6 +52,116 @@ def fail(message: str, code: int = 2, several_processes: bool = False) -> NoRetu
     sys.exit(code)
 
 
+_CONFIG_HINT = "pass a file from configs/, e.g. --config=configs/quickstart.py"
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+    """absl's flag parsing; a mistake in the flags or in the config file is one line (exit 2).
+
+    absl, ml_collections and the config file's own code raise many types while flags are
+    parsed (a missing file even waits until the config is first used), so on any error, or a
+    config that is not a ConfigDict, the file and every override are checked again here.
+    """
+    try:
+        rest = FLAGS(argv)
+    except Exception as err:  # flags.Error, AttributeError/KeyError (unknown field), the file's own errors
+        fail(_flag_problem(argv[1:], err))
+    if not isinstance(FLAGS.config, ml_collections.ConfigDict):
+        fail(_flag_problem(argv[1:], None))
+    return rest
+
+
+def _flag_problem(args: list[str], err: BaseException | None) -> str:
+    """One line saying which flag, config file or override is wrong, and the fix."""
+    message = str(err) if err is not None else ""
+    missing = re.search(r"Flag --(\w+) must have a value other than None", message)
+    if missing:
+        return (f"--{missing.group(1)} is required: e.g. python train.py --config=configs/quickstart.py "
+                "--workdir=workdirs/quickstart")
+    unknown = re.search(r"Unknown command line flag '([^']+)'", message)
+    if unknown:
+        close = difflib.get_close_matches(unknown.group(1), list(FLAGS), n=1)
+        return (f"unknown flag --{unknown.group(1)}" + (f": did you mean --{close[0]}?" if close else "")
+                + " (python train.py --help lists the flags and config fields)")
+    spec = next((a.split("=", 1)[1] for a in args if a.startswith(("--config=", "-config="))), None)
+    if spec is None and "--config" in args[:-1]:
+        spec = args[args.index("--config") + 1]
+    if spec is not None:
+        config, problem = _load_config_file(spec)
+        if problem:
+            return problem
+        from srgan_jax import config as config_lib
+
+        paths = config_lib.field_paths(config)
+        for arg in args:
+            match = re.match(r"-{1,2}(?:no)?config\.([^=]+)", arg)
+            if match and match.group(1) not in paths:
+                close = config_lib.closest_field(match.group(1), config)
+                return (f"--config.{match.group(1)} is not a config field" +
+                        (f": did you mean --config.{close}?" if close else "; python train.py --help lists them"))
+        wrong = re.match(r"flag --config\.([\w.]+)=(.*?): ", message, re.S)
+        if wrong and wrong.group(1) in paths:
+            return _wrong_value(wrong.group(1), wrong.group(2), paths)
+    line = (message.strip().splitlines() or [type(err).__name__])[0]
+    return f"{line} (python train.py --help lists the flags and config fields)"
+
+
+def _load_config_file(spec: str) -> tuple[Any, str | None]:
+    """(get_config()'s result, None), or (None, what is wrong with the file); `spec` is FILE[:ARG]."""
+    path, *arg = spec.split(":", 1)
+    name = "train_config_check"
+    try:
+        loader = importlib.machinery.SourceFileLoader(name, path)
+        module = types.ModuleType(name)
+        module.__file__ = path
+        loader.exec_module(module)
+    except OSError as err:
+        return None, f"--config={spec} could not be loaded ({err.strerror or err}): {_CONFIG_HINT}"
+    except SyntaxError as err:
+        return None, f"--config={spec} is not valid Python ({err.msg}, line {err.lineno}): fix it, or {_CONFIG_HINT}"
+    except Exception as err:  # whatever the file's own code raises
+        return None, f"--config={spec} raised {_where(err, path)}: fix it, or {_CONFIG_HINT}"
+    if not callable(getattr(module, "get_config", None)):
+        return None, (f"--config={spec} defines no get_config(): a config file returns an ml_collections.ConfigDict "
+                      f"from get_config(), as configs/*.py do; {_CONFIG_HINT}")
+    try:
+        config = module.get_config(*arg)
+    except Exception as err:
+        return None, f"--config={spec}: get_config() raised {_where(err, path)}: fix it, or {_CONFIG_HINT}"
+    if not isinstance(config, ml_collections.ConfigDict):
+        return None, (f"--config={spec}: get_config() returned {type(config).__name__}, not an "
+                      f"ml_collections.ConfigDict; {_CONFIG_HINT}")
+    return config, None
+
+
+def _where(err: BaseException, path: str) -> str:
+    """"RuntimeError: boom (line 2)": the error and the line of `path` that raised it."""
+    lines = [line for frame, line in traceback.walk_tb(err.__traceback__)
+             if os.path.abspath(frame.f_code.co_filename) == os.path.abspath(path)]
+    return first_line(err) + (f" (line {lines[-1]})" if lines else "")
+
+
+_KINDS = {bool: "True or False", int: "an integer", float: "a number", str: "a string", tuple: "a tuple"}
+
+
+def _wrong_value(path: str, value: str, paths: dict[str, Any]) -> str:
+    """A value the field's type cannot take: what the field takes, with an example."""
+    default = paths[path]
+    if not isinstance(default, ml_collections.ConfigDict):
+        kind = _KINDS.get(type(default), f"a {type(default).__name__}")
+        return f"--config.{path}={value}: config.{path} takes {kind}, e.g. --config.{path}={default}"
+    # A group: the example is its first field that takes a value like the one given.
+    names = list(default.keys())
+    try:
+        given = type(ast.literal_eval(value))
+    except (ValueError, SyntaxError):
+        given = str
+    name = next((n for n in names if type(default[n]) is given), None)
+    example = f"{name}={value}" if name else f"{names[0]}={default[names[0]]}"
+    return (f"--config.{path}={value}: config.{path} is a group of fields ({', '.join(names)}), not a value; "
+            f"set one of them, e.g. --config.{path}.{example}")
+
+
 def _quiet_after_failed_save(default_hook):
     """A failed asynchronous save leaves Orbax's writer threads posting to a closed event loop;
     their tracebacks would bury the one-line error, so exactly that error is dropped."""
@@ -64,12 +183,6 @@ class _DropOrbaxLogs(logging.Filter):
 def main(argv):
     del argv
     config = FLAGS.config
-    try:
-        config.get("train")  # config_flags reports a file that failed to load on first use
-    except OSError as err:
-        fail(f"--config could not be loaded ({str(err).strip().splitlines()[-1].strip()}): "
-             "pass a file from configs/, e.g. --config=configs/quickstart.py")
-    from srgan_jax.errors import UserError, first_line
     from srgan_jax.training.loop import train_and_evaluate
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
@@ -98,4 +211,4 @@ if __name__ == "__main__":
     if any(arg in ("-h", "--help", "--helpshort") for arg in sys.argv[1:]):
         print(usage())
         sys.exit(0)
-    app.run(main)
+    app.run(main, flags_parser=parse_flags)

@@ -8,6 +8,7 @@ package asks it (`validate`, `compute_dtype`, `GeneratorSpec.from_config`, `uses
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import re
 from typing import Any, Mapping
 
@@ -67,6 +68,22 @@ def vgg_layer(content: str) -> str:
     return layer
 
 
+def field_paths(config: ml_collections.ConfigDict, prefix: str = "") -> dict[str, Any]:
+    """{"train.num_steps": 1000000, "train": <ConfigDict>, ...}: every field and group by dotted path."""
+    paths = {}
+    for name, value in config.items():
+        paths[prefix + name] = value
+        if isinstance(value, ml_collections.ConfigDict):
+            paths.update(field_paths(value, f"{prefix}{name}."))
+    return paths
+
+
+def closest_field(path: str, config: ml_collections.ConfigDict) -> str | None:
+    """The field or group of `config` whose dotted path is nearest to `path` (a misspelling), if any is close."""
+    matches = difflib.get_close_matches(path, field_paths(config), n=1, cutoff=0.6)
+    return matches[0] if matches else None
+
+
 def validate(config: ml_collections.ConfigDict) -> None:
     """Raise one UserError listing every value that cannot work, before anything is compiled."""
     train, model, data, loss = config.train, config.model, config.data, config.loss
@@ -89,6 +106,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
             problems.append(f"train.{name}={train[name]} must be >= 1")
     if train.num_steps < 0 or train.pretrain_steps < 0:
         problems.append("train.num_steps and train.pretrain_steps must be >= 0")
+    boundaries = tuple(train.lr_boundaries)
+    steps = all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in boundaries)
+    if not steps or list(boundaries) != sorted(set(boundaries)):
+        problems.append(f"train.lr_boundaries={boundaries} must be increasing step numbers, e.g. (100000,)")
     if not train.learning_rate > 0:
         problems.append(f"train.learning_rate={train.learning_rate} must be > 0")
     if model.num_blocks < 1 or model.features < 1:

@@ -17,6 +17,8 @@ from srgan_jax.training.state import learning_rate_schedule
     ("parallel", "dp", "parallel='dp'"),
     ("model.scale", 3, "power of 2"),
     ("train.learning_rate", 0.0, "learning_rate"),
+    ("train.lr_boundaries", ("abc",), r"lr_boundaries=\('abc',\) must be increasing step numbers"),
+    ("train.lr_boundaries", (200, 100), "must be increasing step numbers"),
     ("vgg_weights", "", "needs config.vgg_weights"),
     ("distributed.num_processes", -1, "num_processes=-1 must be >= 0"),
     ("distributed.process_id", -2, r"process_id=-2 must be in \[0, num_processes\)"),

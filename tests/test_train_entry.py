@@ -37,6 +37,48 @@ def test_bad_config_value_is_one_line_before_anything_compiles(tmp_path):
         "train.py: error: bad config: data.hr_size=98 must be a multiple of model.scale=4"]
 
 
+@pytest.mark.parametrize("override, line", [
+    ("--config.train.num_step=5", "--config.train.num_step is not a config field: did you mean --config.train.num_steps?"),
+    ("--config.trian.num_steps=5", "--config.trian.num_steps is not a config field: did you mean "
+                                   "--config.train.num_steps?"),
+    ("--config.train.num_steps=abc", "--config.train.num_steps=abc: config.train.num_steps takes an integer, "
+                                     "e.g. --config.train.num_steps=1000000"),
+    ("--config.data.in_memory=maybe", "--config.data.in_memory=maybe: config.data.in_memory takes True or False, "
+                                      "e.g. --config.data.in_memory=False"),
+    ("--config.distributed=True", "--config.distributed=True: config.distributed is a group of fields "
+                                  "(coordinator_address, enabled, num_processes, process_id, timeout_s), not a value; "
+                                  "set one of them, e.g. --config.distributed.enabled=True"),
+    ("--workdri=x", "unknown flag --workdri: did you mean --workdir? (python train.py --help lists the flags and "
+                    "config fields)"),
+])
+def test_a_wrong_override_is_one_line_with_the_fix(tmp_path, override, line):
+    proc = run_train("--config=configs/srresnet.py", f"--workdir={tmp_path / 'w'}", override)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [f"train.py: error: {line}"]
+    assert not (tmp_path / "w").exists()
+
+
+CONFIG_FILES = {  # a config file's content: what the one line says about it
+    "def get_config(:\n": "is not valid Python (invalid syntax, line 1)",
+    "x = 1\n": "defines no get_config()",
+    "def get_config():\n    raise RuntimeError('boom')\n": "get_config() raised RuntimeError: boom (line 2)",
+    "def get_config():\n    return 5\n": "get_config() returned int, not an ml_collections.ConfigDict",
+}
+
+
+@pytest.mark.parametrize("content", CONFIG_FILES)
+@pytest.mark.parametrize("override", [(), ("--config.train.num_steps=5",)])
+def test_a_broken_config_file_is_one_line_naming_it(tmp_path, content, override):
+    config = tmp_path / "my_config.py"
+    config.write_text(content)
+    proc = run_train(f"--config={config}", f"--workdir={tmp_path / 'w'}", *override)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"train.py: error: --config={config}"), proc.stderr
+    assert CONFIG_FILES[content] in lines[0] and "--config=configs/quickstart.py" in lines[0]
+    assert not (tmp_path / "w").exists()
+
+
 def test_a_missing_config_file_is_one_line(tmp_path):
     proc = run_train("--config=configs/nonexistent.py", f"--workdir={tmp_path / 'w'}")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
