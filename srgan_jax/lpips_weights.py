@@ -288,9 +288,12 @@ def convert_lpips(out: str | Path, linear: str | Path | None = None, backbone: s
         "linear": _source_record(linear, "lpips state dict"),
         "backbone": _source_record(backbone, backbone_layout),
     }
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_bytes(data)
-    sidecar_path(out).write_text(json.dumps(sidecar, indent=2) + "\n")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_bytes(data)
+        sidecar_path(out).write_text(json.dumps(sidecar, indent=2) + "\n")
+    except OSError as err:
+        raise UserError(f"cannot write {out} ({first_line(err)}): choose another --out") from None
     return sidecar
 
 

