@@ -54,14 +54,18 @@ class StorageError(UserError):
     """Writing to the workdir failed (full disk, no permission, read-only file system)."""
 
 
-def create_managers(workdir: str | Path, keep: int) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager]:
-    """(latest, best): the last `keep` checkpoints, and the best one by validation PSNR."""
+def create_managers(workdir: str | Path, keep: int,
+                    validated: bool = True) -> tuple[ocp.CheckpointManager, ocp.CheckpointManager | None]:
+    """(latest, best): the last `keep` checkpoints, and the best one by validation PSNR (None, and
+    no `best/` folder, unless `validated`)."""
     workdir = Path(workdir).absolute()
     latest = ocp.CheckpointManager(
         workdir / "checkpoints",
         options=ocp.CheckpointManagerOptions(max_to_keep=keep, create=True, cleanup_tmp_directories=True),
         item_names=ITEMS,
     )
+    if not validated:
+        return latest, None
     best = ocp.CheckpointManager(
         workdir / "best",
         options=ocp.CheckpointManagerOptions(

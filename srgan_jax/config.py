@@ -104,8 +104,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     for name in ("batch_size", "checkpoint_every", "log_every", "keep_checkpoints"):
         if train[name] < 1:
             problems.append(f"train.{name}={train[name]} must be >= 1")
-    if train.num_steps < 0 or train.pretrain_steps < 0:
-        problems.append("train.num_steps and train.pretrain_steps must be >= 0")
+    if train.num_steps < 1:
+        problems.append(f"train.num_steps={train.num_steps} must be >= 1 (the step to train to)")
+    if train.pretrain_steps < 0:
+        problems.append(f"train.pretrain_steps={train.pretrain_steps} must be >= 0")
     boundaries = tuple(train.lr_boundaries)
     steps = all(isinstance(b, int) and not isinstance(b, bool) and b > 0 for b in boundaries)
     if not steps or list(boundaries) != sorted(set(boundaries)):

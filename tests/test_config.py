@@ -12,6 +12,7 @@ from srgan_jax.training.state import learning_rate_schedule
 @pytest.mark.parametrize("field, value, message", [
     ("loss.content", "vgg33", "loss.content='vgg33' is not one of"),
     ("train.num_steps", -5, "num_steps"),
+    ("train.num_steps", 0, r"train.num_steps=0 must be >= 1"),
     ("data.hr_size", 98, "multiple of model.scale"),
     ("dtype", "float16", "dtype='float16'"),
     ("parallel", "dp", "parallel='dp'"),

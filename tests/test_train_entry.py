@@ -24,17 +24,21 @@ def test_train_py_trains_the_quickstart_config_and_writes_its_workdir(tmp_path):
                      "--config.train.checkpoint_every=3", "--config.train.log_every=1", "--config.eval.every=3")
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "astronaut: SR" in proc.stdout and (workdir / "sample_astronaut_x4.png").is_file()
-    assert (workdir / "checkpoints" / "3" / "generator").is_dir()
+    assert (workdir / "checkpoints" / "3" / "generator").is_dir() and (workdir / "best" / "3").is_dir()
     rows = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     assert [row["step"] for row in rows if "g_loss" in row] == [1, 2, 3]
     assert any("val_psnr" in row for row in rows)
 
 
-def test_bad_config_value_is_one_line_before_anything_compiles(tmp_path):
-    proc = run_train("--config=configs/srresnet.py", f"--workdir={tmp_path / 'w'}", "--config.data.hr_size=98")
+@pytest.mark.parametrize("override, problem", [
+    ("--config.data.hr_size=98", "data.hr_size=98 must be a multiple of model.scale=4"),
+    ("--config.train.num_steps=0", "train.num_steps=0 must be >= 1 (the step to train to)"),
+])
+def test_bad_config_value_is_one_line_before_anything_compiles(tmp_path, override, problem):
+    proc = run_train("--config=configs/srresnet.py", f"--workdir={tmp_path / 'w'}", override)
     assert proc.returncode == 2
-    assert proc.stderr.strip().splitlines() == [
-        "train.py: error: bad config: data.hr_size=98 must be a multiple of model.scale=4"]
+    assert proc.stderr.strip().splitlines() == [f"train.py: error: bad config: {problem}"]
+    assert not (tmp_path / "w").exists()
 
 
 @pytest.mark.parametrize("override, line", [

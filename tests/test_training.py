@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from srgan_jax.configs import quickstart
-from srgan_jax import checkpoints
+from srgan_jax import checkpoints, models
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 from srgan_jax.training import loop
@@ -50,6 +50,7 @@ def test_checkpoint_holds_generator_and_model_config(image_dir, tmp_path):
     state = loop.train_and_evaluate(tiny_config(image_dir, num_steps=2), str(tmp_path))
     assert checkpoints.read_generator_spec(tmp_path) == GeneratorSpec(num_blocks=1, features=8, scale=4)
     assert json.loads((tmp_path / "checkpoints" / "2" / "meta" / "metadata").read_text())["step"] == 2
+    assert not (tmp_path / "best").exists()  # no validation images configured
     abstract = jax.eval_shape(lambda: generator_variables(state))
     restored = checkpoints.load_generator_variables(tmp_path, abstract)
     for a, b in zip(leaves(generator_variables(state)), leaves(restored), strict=True):
@@ -78,9 +79,11 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
     srresnet = tiny_config(image_dir, num_steps=2, pretrain_steps=0)
     srresnet.loss.adversarial_weight = 0.0
     pretrained = loop.train_and_evaluate(srresnet, str(tmp_path / "srresnet"))
-    config = tiny_config(image_dir, num_steps=0, pretrain_steps=0)
+    config = tiny_config(image_dir, num_steps=1, pretrain_steps=0)
     config.init_from = str(tmp_path / "srresnet")
-    state = loop.train_and_evaluate(config, str(tmp_path / "srgan"))
+    generator, discriminator = models.create_models(config, None)
+    state, step = loop._restore_or_initialise(config, tmp_path / "srgan", generator, discriminator)
+    assert step == 0
     for a, b in zip(leaves(pretrained.g.params), leaves(state.g.params), strict=True):
         np.testing.assert_array_equal(a, b)
     config.init_from = str(tmp_path / "missing")

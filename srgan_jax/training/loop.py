@@ -1,8 +1,9 @@
 """The training loop: `train_and_evaluate(config, workdir)` builds, restores, trains and saves.
 
 The workdir holds `checkpoints/` (the newest `train.keep_checkpoints`), `best/` (best
-validation PSNR), `metrics.jsonl` and TensorBoard events, the final validation samples,
-`lock` while a run holds it, and `damaged/` for checkpoints that failed verification.
+validation PSNR, when validation images are configured), `metrics.jsonl` and TensorBoard
+events, the final validation samples, `lock` while a run holds it, and `damaged/` for
+checkpoints that failed verification.
 """
 
 from __future__ import annotations
@@ -62,7 +63,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
         if restored_step != start_step:  # a damaged newer checkpoint was set aside
             batches = create_train_iterator(config, batch_size, restored_step)
-        latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints)
+        latest, best = checkpoints.create_managers(workdir, config.train.keep_checkpoints, validator is not None)
         try:
             return _train(config, workdir, strategy, train_steps, validator, state, restored_step,
                           strategy.place_batches(batches), latest, best)
@@ -70,12 +71,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
             try:
                 checkpoints.close(latest)
             finally:
-                checkpoints.close(best)
+                if best is not None:
+                    checkpoints.close(best)
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
            train_steps: dict[str, Callable], validator: validation.Validator | None, state: SRState,
-           start_step: int, batches: Any, latest: Any, best: Any) -> SRState:
+           start_step: int, batches: Any, latest: Any, best: Any | None) -> SRState:
     """The loop from `start_step` to `train.num_steps` (or a stop request); returns the last saved state."""
     state = strategy.place_state(state)
     monitor = _Monitor(config, workdir, start_step)
@@ -118,7 +120,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
                 try:
                     checkpoints.wait_until_finished(latest)
                 finally:
-                    checkpoints.wait_until_finished(best)
+                    if best is not None:
+                        checkpoints.wait_until_finished(best)
     monitor.report_speed(step, time.perf_counter() - started)
     final = final if final is not None else _host_copy(strategy, state)
     if validator and step == config.train.num_steps:
