@@ -19,7 +19,7 @@ from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
 from srgan_jax.networks.generator import Generator
 from srgan_jax.training.state import create_state, generator_variables
-from srgan_jax.upscaling import engine
+from srgan_jax.upscaling import engine, files
 
 # LR receptive-field radius of the 1-block generator: 9x9 head (4) + 2 block convs (2) + body
 # conv (1) + LR upsample conv (1) + x2 upsample conv (0.5) + 9x9 tail at x4 (1), rounded up.
@@ -344,6 +344,77 @@ def test_upscale_with_a_real_checkpoint(checkpoint, tmp_path, capsys):
     assert Image.open(tmp_path / "out" / "im0_x4.png").size == (96, 80)
     assert Image.open(tmp_path / "out" / "im1_x4.png").size == (124, 200)
     assert len(capsys.readouterr().out.splitlines()) == 2
+
+
+# --------------------------------------------------------------------------- bounds and progress
+
+
+def png_header_only(path: Path, width: int, height: int) -> None:
+    """A PNG whose header claims width x height RGB but holds almost no pixel data (it cannot be decoded)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(bytes(64)))
+                     + chunk(b"IEND", b""))
+
+
+def test_the_estimate_gives_output_size_memory_and_time(identity):
+    small, big = identity.estimate(500, 500), identity.estimate(2000, 2000)
+    assert (big.width, big.height, big.output_bytes) == (8000, 8000, 192_000_000)
+    assert identity.estimate(2000, 2000, alpha=True).output_bytes == 256_000_000
+    # At least the output, PIL's 4-byte copy of it and the process itself.
+    assert big.peak_bytes > 192e6 + 256e6 + engine._BASE_BYTES
+    assert big.seconds > 0 and big.seconds == pytest.approx(16 * small.seconds, rel=0.05)  # per output pixel
+
+
+def test_a_header_claiming_a_huge_size_is_refused_before_decoding(tmp_path, identity, capsys, monkeypatch):
+    png_header_only(tmp_path / "huge.png", 12000, 12000)
+    assert (tmp_path / "huge.png").stat().st_size < 1000
+
+    def never(path):
+        raise AssertionError(f"{path} was decoded")
+
+    monkeypatch.setattr(files, "read_image", never)
+    assert cli.main(["upscale", str(tmp_path / "huge.png"), "-o", str(tmp_path / "out.png")]) == 2
+    err = capsys.readouterr().err
+    line, = [line for line in err.splitlines() if "huge.png" in line]
+    assert "12000x12000 -> 48000x48000 (2,304 MP, 6.9 GB as uint8), ~" in line and "GiB peak memory" in line
+    assert "over --max-output-megapixels 200; skipped (raise --max-output-megapixels" in line
+    assert "Traceback" not in err and "DecompressionBomb" not in err and not (tmp_path / "out.png").exists()
+
+
+def test_max_output_megapixels_raises_the_limit(tmp_path, identity, capsys):
+    png_header_only(tmp_path / "big.png", 3000, 3000)  # 144 MP out
+    args = ["upscale", str(tmp_path / "big.png"), "-o", str(tmp_path / "out.png")]
+    assert cli.main(args + ["--max-output-megapixels", "100"]) == 2
+    assert "over --max-output-megapixels 100" in capsys.readouterr().err
+    assert cli.main(args + ["--max-output-megapixels", "150"]) == 1
+    err = capsys.readouterr().err
+    assert "over --max-output-megapixels" not in err
+    assert "big.png: 3000x3000 -> 12000x12000 (144 MP" in err  # the estimate, then the decoder's verdict
+    assert "big.png: unreadable image" in err
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path, identity, capsys, monkeypatch):
+    (tmp_path / "in").mkdir()
+    Image.fromarray(smooth_image(60, 60)).save(tmp_path / "in" / "a.png")  # 25 tiles of 16 at overlap 4: 7 passes
+    Image.fromarray(smooth_image(20, 24)).save(tmp_path / "in" / "b.png")
+    single = ["upscale", str(tmp_path / "in" / "a.png"), "-o", str(tmp_path / "one")]
+    folder = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "all")]
+    for args in (single, folder):
+        assert cli.main(args) == 0
+        err = capsys.readouterr().err
+        assert "tile" not in err and "image/s" not in err and "\r" not in err, err
+    monkeypatch.setattr(files, "_stderr_is_terminal", lambda: True)
+    assert cli.main(single) == 0
+    assert "25/25" in capsys.readouterr().err
+    assert cli.main(folder + ["--format", "bmp"]) == 0
+    err = capsys.readouterr().err
+    assert "2/2" in err and "a.png:   0%" in err and "0/25" in err  # the tile bar nested, cleared when done
 
 
 # --------------------------------------------------------------------------- evaluate, compare

@@ -18,11 +18,16 @@ padded image gives the exact-shape output (evaluation numbers do not depend on t
 and only tile seams differ from one whole-image pass (by border effects inside the overlap).
 The output is preallocated uint8; float accumulation is kept for one band of tile rows only
 ([tile * scale, W * scale, 3] float32), so memory stays bounded for large images.
+
+Cost: `Upscaler.estimate` predicts an image's output size, peak host memory and time from
+its size alone (before decoding it), for the `upscale` command's limit and its first line.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import functools
+import os
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
 
@@ -40,8 +45,40 @@ from srgan_jax.metrics import sr_to_uint8
 
 _BUCKET = 32  # sides of single-tile images are rounded up to a multiple of this
 _ALPHA_BAND = 512  # output rows per matrix product when upscaling alpha
+# Calibration of `Upscaler.estimate` (approximate): resident memory of the process with JAX,
+# a generator and its compiled forward pass, before any image; on the CPU, XLA's convolution
+# throughput per core and the host's cost (blending, quantising, PNG writing) per output pixel,
+# fitted to two timed 2000 x 2000 upscales (README "Upscaling your images") on a 2-core AVX-512 machine.
+_BASE_BYTES = 400 * 2**20
+_CPU_FLOPS_PER_CORE = 150e9
+_HOST_SECONDS_PER_OUTPUT_PIXEL = 0.35e-6
 
 Apply = Callable[[Any, np.ndarray, np.ndarray], jax.Array]
+
+
+@dataclasses.dataclass(frozen=True)
+class Estimate:
+    """What upscaling one image takes (`Upscaler.estimate`); approximate except the sizes.
+
+    Attributes:
+      scale: the upscaling factor (the input is width / scale x height / scale).
+      width, height: the output's size in pixels.
+      output_bytes: the uint8 result (3 or 4 channels).
+      peak_bytes: peak resident memory of the process while it upscales and writes the image.
+      seconds: wall time of the forward passes and the host work, compilation excluded; None
+        off the CPU (not calibrated there).
+    """
+
+    scale: int
+    width: int
+    height: int
+    output_bytes: int
+    peak_bytes: int
+    seconds: float | None
+
+    @property
+    def megapixels(self) -> float:
+        return self.width * self.height / 1e6
 
 
 def check_tiling(tile: int, overlap: int, batch: int) -> None:
@@ -136,8 +173,10 @@ class Upscaler:
         self.apply, self.variables, self.scale = apply, variables, scale
         self.tile, self.overlap, self.batch = tile, overlap, batch
         self.spec, self.checkpoint = spec, checkpoint
+        self._flops_per_pixel: float | None = None
 
-    def __call__(self, image: np.ndarray) -> np.ndarray:
+    def __call__(self, image: np.ndarray, progress: Callable[[int], Any] | None = None) -> np.ndarray:
+        """Upscale `image`; `progress(n)` is called as each forward pass of n tiles finishes."""
         image = np.asarray(image)
         if image.ndim == 2:
             image = image[..., None]
@@ -148,7 +187,7 @@ class Upscaler:
         rgb = to_rgb(image)
         has_alpha = channels in (2, 4)
         out = np.empty((h * self.scale, w * self.scale, 4 if has_alpha else 3), np.uint8)
-        self._upscale_rgb(rgb, out)
+        self._upscale_rgb(rgb, out, progress)
         if has_alpha:
             out[..., 3] = resize_alpha(image[..., -1], self.scale)
         return out
@@ -162,7 +201,58 @@ class Upscaler:
             return bucket_h, bucket_w
         return min(bucket_h, self.tile), min(bucket_w, self.tile)
 
-    def _upscale_rgb(self, rgb: np.ndarray, out: np.ndarray) -> None:
+    def tile_count(self, h: int, w: int) -> int:
+        """Number of tiles (forward-pass images) an h x w LR image is cut into."""
+        th, tw = self.tile_shape(h, w)
+        return len(tile_starts(max(h, th), th, self.overlap)) * len(tile_starts(max(w, tw), tw, self.overlap))
+
+    def estimate(self, h: int, w: int, alpha: bool = False) -> Estimate:
+        """Output size, peak memory and time of upscaling an h x w LR image (with alpha or not).
+
+        Memory: the process with the model (`_BASE_BYTES`), the decoded input, its padded RGB
+        copy and the uint8 output, plus the largest of what the three phases add one after the
+        other: the tiles (the float32 band of tile rows and two band-sized temporaries of
+        quantising it, the fetched float32 SR of two batches, and the forward pass, where XLA
+        keeps two activations of the largest layer, [batch, tile * scale, tile * scale,
+        features] float32, alive: `memory_analysis` reports exactly that), alpha (the dense
+        float64 bicubic matrices of `resize_alpha`), or writing (PIL's copy of the output, 4
+        bytes per pixel). Time is XLA's FLOP count of the passes at `_CPU_FLOPS_PER_CORE` per
+        CPU core plus the host's cost per output pixel: a rough figure (the calibration
+        machine's, scaled by core count).
+        """
+        s = self.scale
+        channels = 4 if alpha else 3
+        th, tw = self.tile_shape(h, w)
+        padded_w = max(w, tw)
+        tiles = self.tile_count(h, w)
+        batch = 1 if tiles == 1 else self.batch
+        passes = -(-tiles // batch)
+        features = self.spec.features if self.spec else 64
+        tiling = 3 * th * s * padded_w * s * 3 * 4 + batch * th * tw * s * s * 4 * (2 * features + 2 * 3)
+        alpha_matrices = 8 * s * (h * h + w * w) + 8 * _ALPHA_BAND * (w + w * s) if alpha else 0
+        peak = (_BASE_BYTES + h * w * (channels + 2 * 3) + h * w * s * s * channels
+                + max(tiling, alpha_matrices, h * w * s * s * 4))
+        seconds = None
+        if jax.default_backend() == "cpu":
+            flops = passes * batch * th * tw * self._flops_per_lr_pixel(batch, th, tw)
+            seconds = flops / (_CPU_FLOPS_PER_CORE * cpu_cores()) + h * w * s * s * _HOST_SECONDS_PER_OUTPUT_PIXEL
+        return Estimate(s, w * s, h * s, h * w * s * s * channels, int(peak), seconds)
+
+    def _flops_per_lr_pixel(self, batch: int, th: int, tw: int) -> float:
+        """XLA's FLOP count of a forward pass per LR pixel (0 if it reports none).
+
+        Counted once, on a pass of `batch` tiles of th x tw: the network is convolutional, so
+        the count per pixel holds for every tile shape.
+        """
+        if self._flops_per_pixel is None:
+            lr = jax.ShapeDtypeStruct((batch, th, tw, 3), np.float32)
+            analysis = self.apply.lower(self.variables, lr, np.array([th, tw], np.int32)).cost_analysis()
+            if isinstance(analysis, (list, tuple)):  # a list of dicts on some JAX versions
+                analysis = analysis[0] if analysis else None
+            self._flops_per_pixel = float((analysis or {}).get("flops", 0.0)) / (batch * th * tw)
+        return self._flops_per_pixel
+
+    def _upscale_rgb(self, rgb: np.ndarray, out: np.ndarray, progress: Callable[[int], Any] | None) -> None:
         """Write the SR of uint8 RGB [h, w, 3] into out[..., :3], one band of tile rows at a time."""
         h, w, _ = rgb.shape
         s = self.scale
@@ -174,7 +264,8 @@ class Upscaler:
         # band[0] is output row ys[row] * s; rows above the next tile row's start are final.
         band = np.zeros((th * s, padded.shape[1] * s, 3), np.float32)
         row = 0
-        for (i, j), sr in self._tiles(padded, ys, xs, (th, tw), np.array([min(h, th), min(w, tw)], np.int32)):
+        valid = np.array([min(h, th), min(w, tw)], np.int32)
+        for (i, j), sr in self._tiles(padded, ys, xs, (th, tw), valid, progress):
             while row < i:
                 done = (ys[row + 1] - ys[row]) * s
                 _write_rows(out, ys[row] * s, band[:done])
@@ -186,11 +277,13 @@ class Upscaler:
         _write_rows(out, ys[row] * s, band)
 
     def _tiles(self, padded: np.ndarray, ys: list[int], xs: list[int], shape: tuple[int, int],
-               valid: np.ndarray) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+               valid: np.ndarray, progress: Callable[[int], Any] | None
+               ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
         """((row, column), sr float32 [th*s, tw*s, 3]) per tile in row-major order.
 
         `valid` = (rows, columns) of every tile that are image, not padding. The next batch is
-        dispatched before the previous one is fetched, so the device computes while the host blends.
+        dispatched before the previous one is fetched, so the device computes while the host
+        blends. `progress(len(chunk))` follows each fetched batch.
         """
         th, tw = shape
         positions = [(i, j) for i in range(len(ys)) for j in range(len(xs))]
@@ -204,9 +297,22 @@ class Upscaler:
             lr /= 255.0
             launched = (chunk, self.apply(self.variables, lr, valid))
             if pending is not None:
-                yield from zip(pending[0], np.asarray(pending[1]))
+                yield from self._fetched(pending, progress)
             pending = launched
-        yield from zip(pending[0], np.asarray(pending[1]))
+        yield from self._fetched(pending, progress)
+
+    @staticmethod
+    def _fetched(pending: tuple[list, jax.Array], progress: Callable[[int], Any] | None
+                 ) -> Iterator[tuple[tuple[int, int], np.ndarray]]:
+        chunk, sr = pending
+        yield from zip(chunk, np.asarray(sr))
+        if progress is not None:
+            progress(len(chunk))
+
+
+def cpu_cores() -> int:
+    """CPU cores this process may run on (XLA:CPU uses them all)."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def _write_rows(out: np.ndarray, top: int, rows: np.ndarray) -> None:

@@ -5,15 +5,19 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 from PIL import Image
 
+from srgan_jax import host_memory
 from srgan_jax.data.images import DECODE_ERRORS, IMAGE_SUFFIXES, find_images, read_image
 from srgan_jax.errors import UserError
 from srgan_jax.upscaling import engine
+
+_EXIF_ORIENTATION = 0x0112
 
 # --format value -> (PIL format, file suffix)
 FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".jpg"),
@@ -39,6 +43,48 @@ def write_image(path: Path, sr: np.ndarray, *, gray: bool, file_format: str, icc
     partial = path.with_name(path.name + ".part")
     image.save(partial, format=file_format, **options)
     os.replace(partial, path)
+
+
+def read_size(path: Path) -> tuple[int, int, bool]:
+    """(height, width, has alpha) of an image file, upright, from its header: no pixels decoded.
+
+    Raises one of DECODE_ERRORS for a file that is not an image (PIL's decompression-bomb
+    error for a header past 2 x Image.MAX_IMAGE_PIXELS, 179 MP, included).
+    """
+    with Image.open(path) as image:
+        width, height = image.size
+        alpha = image.mode in ("RGBA", "RGBa", "LA", "La", "PA") or "transparency" in image.info
+        # Only an orientation already in the header: PNG's getexif() would decode the pixels.
+        rotated = "exif" in image.info and image.getexif().get(_EXIF_ORIENTATION) in (5, 6, 7, 8)
+    return (width, height, alpha) if rotated else (height, width, alpha)
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 1:
+        return "under 1 s"
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 90 * 60:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"
+
+
+def _bytes(count: float) -> str:
+    return f"{count / 1e9:.1f} GB" if count >= 1e9 else f"{count / 1e6:.{0 if count >= 1e7 else 1}f} MB"
+
+
+def _megapixels(value: float) -> str:
+    return f"{value:,.{0 if value >= 10 else 1}f} MP"
+
+
+def describe(estimate: engine.Estimate) -> str:
+    """'w x h -> W x H (N MP, B as uint8), ~M GiB peak memory, about T on C CPU cores'."""
+    e = estimate
+    text = (f"{e.width // e.scale}x{e.height // e.scale} -> {e.width}x{e.height} ({_megapixels(e.megapixels)}, "
+            f"{_bytes(e.output_bytes)} as uint8), ~{e.peak_bytes / 2**30:.1f} GiB peak memory")
+    if e.seconds is not None:
+        text += f", about {_duration(e.seconds)} on {engine.cpu_cores()} CPU cores"
+    return text
 
 
 def _format_for(suffix: str) -> str | None:
@@ -106,32 +152,93 @@ def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | N
     return jobs, errors
 
 
+def _stderr_is_terminal() -> bool:
+    return sys.stderr.isatty()
+
+
+def _estimate_jobs(upscaler: engine.Upscaler, jobs: list[tuple[Path, Path, str]], limit: float
+                   ) -> tuple[list[tuple[Path, Path, str, engine.Estimate]], list[str]]:
+    """Each job's `Estimate` from its file header; one line per unreadable or too large input."""
+    kept, errors = [], []
+    for source, target, file_format in jobs:
+        try:
+            h, w, alpha = read_size(source)
+        except DECODE_ERRORS as err:
+            errors.append(f"{source}: unreadable image ({err}); skipped")
+            continue
+        estimate = upscaler.estimate(h, w, alpha)
+        if estimate.megapixels > limit:
+            errors.append(f"{source}: {describe(estimate)} is over --max-output-megapixels {limit:g}; "
+                          "skipped (raise --max-output-megapixels to upscale it)")
+        else:
+            kept.append((source, target, file_format, estimate))
+    return kept, errors
+
+
+def _announce(jobs: list[tuple[Path, Path, str, engine.Estimate]]) -> None:
+    """One line before the work: the output, peak memory and time, and a warning if memory is short."""
+    estimates = [estimate for *_, estimate in jobs]
+    largest = max(estimates, key=lambda e: e.peak_bytes)
+    if len(jobs) == 1:
+        print(f"upscale: {jobs[0][0]}: {describe(largest)} (approximate)", file=sys.stderr)
+    else:
+        total = sum(e.megapixels for e in estimates)
+        line = f"upscale: {len(jobs)} images, {_megapixels(total)} out in all; largest {describe(largest)}"
+        if all(e.seconds is not None for e in estimates):
+            line += f"; about {_duration(sum(e.seconds for e in estimates))} in all"
+        print(line + " (approximate)", file=sys.stderr)
+    available = host_memory.available_bytes()
+    if available is not None and largest.peak_bytes > available:
+        print(f"upscale: warning: about {largest.peak_bytes / 2**30:.1f} GiB may be needed, "
+              f"{available / 2**30:.1f} GiB are available", file=sys.stderr)
+
+
 def run_upscale_cli(args: argparse.Namespace) -> int:
     """`srgan-jax upscale`: write the SR of every input image, print each output path.
 
-    Problems with single files (missing, unreadable, would overwrite an input) are one line
-    each on stderr and do not stop the others. Returns 0, or 1 if any file failed.
+    Before any pixel is decoded, each input's header gives the output size, memory and time
+    (`Upscaler.estimate`); inputs whose output is over --max-output-megapixels are refused.
+    Problems with single files (missing, unreadable, too large, would overwrite an input) are
+    one line each on stderr and do not stop the others. Progress bars (over images, and over
+    tiles for an image that needs several forward passes) appear on a terminal only.
+    Returns 0, or 1 if any file failed.
     """
     upscaler = engine.load_generator(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch,
                                      dtype=args.dtype)
     jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
-    for line in errors:
-        print(line, file=sys.stderr)
-    if not jobs and errors:
-        raise UserError("nothing was upscaled: every input was skipped (see above)")
-    if not jobs:
-        raise UserError("no images to upscale: pass image files or folders of images")
+    with warnings.catch_warnings():
+        # PIL warns past 89 MP of input; --max-output-megapixels is the limit here.
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        planned, refused = _estimate_jobs(upscaler, jobs, args.max_output_megapixels)
+        errors += refused
+        for line in errors:
+            print(line, file=sys.stderr)
+        if not planned and errors:
+            raise UserError("nothing was upscaled: every input was skipped (see above)")
+        if not planned:
+            raise UserError("no images to upscale: pass image files or folders of images")
+        _announce(planned)
+        return _upscale_all(upscaler, planned, failed=len(errors))
+
+
+def _upscale_all(upscaler: engine.Upscaler, jobs: list[tuple[Path, Path, str, engine.Estimate]],
+                 failed: int) -> int:
+    """Upscale and write every job; 1 if this or an earlier step (`failed`) lost a file, else 0."""
     from tqdm import tqdm
 
-    failed = len(errors)
-    for source, target, file_format in tqdm(jobs, unit="image", disable=len(jobs) < 2, dynamic_ncols=True):
+    terminal = _stderr_is_terminal()
+    for source, target, file_format, _ in tqdm(jobs, unit="image", disable=len(jobs) < 2 or not terminal,
+                                               dynamic_ncols=True):
         try:
             picture = read_image(source)
         except DECODE_ERRORS as err:
             tqdm.write(f"{source}: unreadable image ({err}); skipped", file=sys.stderr)
             failed += 1
             continue
-        sr = upscaler(picture.pixels)
+        tile_count = upscaler.tile_count(*picture.pixels.shape[:2])
+        with tqdm(total=tile_count, unit="tile", desc=source.name, leave=len(jobs) == 1,
+                  disable=tile_count <= upscaler.batch or not terminal, dynamic_ncols=True) as tiles:
+            sr = upscaler(picture.pixels, progress=tiles.update)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
             write_image(target, sr, gray=picture.pixels.shape[-1] < 3, file_format=file_format,
