@@ -88,6 +88,8 @@ def build_parser() -> argparse.ArgumentParser:
     # 200 MP: a 12 MP photo (4000 x 3000) at x4 is 192 MP, about 5 min and 1.8 GiB on 2 CPU cores.
     p.add_argument("--max-output-megapixels", type=float, default=200.0,
                    help="refuse inputs whose output is larger (checked from the file header; default 200)")
+    p.add_argument("--skip-existing", action="store_true",
+                   help="skip inputs whose output file exists (a rerun resumes an interrupted folder)")
     p.set_defaults(func=_cmd_upscale)
 
     p = sub.add_parser("compare", help="side-by-side figure: bicubic | models | HR")

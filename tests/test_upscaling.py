@@ -14,6 +14,7 @@ import srgan_jax
 from srgan_jax.configs import quickstart
 from srgan_jax import checkpoints, cli, metrics, models
 from srgan_jax.config import GeneratorSpec
+from srgan_jax.data.images import read_image
 from srgan_jax.data.imresize import imresize, upscale_nearest
 from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
@@ -415,6 +416,55 @@ def test_progress_bars_only_on_a_terminal(tmp_path, identity, capsys, monkeypatc
     assert cli.main(folder + ["--format", "bmp"]) == 0
     err = capsys.readouterr().err
     assert "2/2" in err and "a.png:   0%" in err and "0/25" in err  # the tile bar nested, cleared when done
+
+
+# --------------------------------------------------------------------------- interrupted runs
+
+
+def test_ctrl_c_while_writing_leaves_no_part_file(tmp_path, identity, capsys, monkeypatch):
+    Image.fromarray(smooth_image(20, 24)).save(tmp_path / "a.png")
+
+    def interrupted_save(image, path, *args, **kwargs):
+        Path(path).write_bytes(b"\x89PNG half of it")
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(Image.Image, "save", interrupted_save)
+    assert cli.main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 130
+    assert list((tmp_path / "out").iterdir()) == []
+    err = capsys.readouterr().err
+    assert "upscale: 0 written; interrupted: rerun with --skip-existing to go on" in err
+
+
+def test_a_stale_part_file_is_reported_and_replaced(tmp_path, identity, capsys):
+    Image.fromarray(smooth_image(20, 24)).save(tmp_path / "a.png")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "a_x4.png.part").write_bytes(b"left by kill -9")
+    assert cli.main(["upscale", str(tmp_path / "a.png"), "-o", str(tmp_path / "out")]) == 0
+    assert f"{tmp_path / 'out' / 'a_x4.png.part'}: left by an interrupted run; replaced" in capsys.readouterr().err
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["a_x4.png"]
+    assert Image.open(tmp_path / "out" / "a_x4.png").size == (96, 80)
+
+
+def test_skip_existing_resumes_a_folder(tmp_path, identity, capsys, monkeypatch):
+    (tmp_path / "in").mkdir()
+    for name in "abc":
+        Image.fromarray(smooth_image(20, 24)).save(tmp_path / "in" / f"{name}.png")
+    args = ["upscale", str(tmp_path / "in"), "-o", str(tmp_path / "out")]
+    assert cli.main(args) == 0
+    capsys.readouterr()
+    (tmp_path / "out" / "b_x4.png").unlink()  # as if the first run had stopped there
+    (tmp_path / "out" / "c_x4.png.part").write_bytes(b"an interrupted rewrite")
+    decoded = []
+    monkeypatch.setattr(files, "read_image", lambda path: decoded.append(path.name) or read_image(path))
+    assert cli.main(args + ["--skip-existing"]) == 0
+    out, err = capsys.readouterr()
+    assert decoded == ["b.png"] and out.split() == [str(tmp_path / "out" / "b_x4.png")]
+    assert "upscale: 1 written, 2 skipped (output already there, --skip-existing)" in err
+    assert f"{tmp_path / 'out' / 'c_x4.png.part'}: left by an interrupted run; removed" in err
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a_x4.png", "b_x4.png", "c_x4.png"]
+    assert cli.main(args + ["--skip-existing"]) == 0  # nothing left to do is not an error
+    assert "upscale: 0 written, 3 skipped" in capsys.readouterr().err
+    assert cli.main(args) == 0 and len(decoded) == 1 + 3  # without the flag everything is redone
 
 
 # --------------------------------------------------------------------------- evaluate, compare

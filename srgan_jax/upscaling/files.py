@@ -27,8 +27,9 @@ FORMATS = {"png": ("PNG", ".png"), "jpeg": ("JPEG", ".jpg"), "jpg": ("JPEG", ".j
 def write_image(path: Path, sr: np.ndarray, *, gray: bool, file_format: str, icc_profile: bytes | None) -> None:
     """Save uint8 RGB(A) SR as `file_format`; gray inputs are saved gray (PIL's luma of the RGB).
 
-    JPEG has no alpha: it is dropped. JPEG and WebP are written at quality 95. Written to a
-    temporary name first, so an interrupted run leaves no truncated output.
+    JPEG has no alpha: it is dropped. JPEG and WebP are written at quality 95. Written to
+    `partial_path(path)` first and renamed, so `path` is never a truncated file; the partial
+    file is removed if the write fails or is interrupted (Ctrl-C).
     """
     image = Image.fromarray(sr)
     if gray:
@@ -40,9 +41,20 @@ def write_image(path: Path, sr: np.ndarray, *, gray: bool, file_format: str, icc
     options = {"quality": 95} if file_format in ("JPEG", "WEBP") else {}
     if icc_profile:
         options["icc_profile"] = icc_profile
-    partial = path.with_name(path.name + ".part")
-    image.save(partial, format=file_format, **options)
-    os.replace(partial, path)
+    partial = partial_path(path)
+    try:
+        image.save(partial, format=file_format, **options)
+        os.replace(partial, path)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+
+
+def partial_path(path: Path) -> Path:
+    """`NAME.part` beside `path`: where `write_image` writes before renaming into place.
+
+    One found before writing was left by a run killed mid-write (kill -9, power loss)."""
+    return path.with_name(path.name + ".part")
 
 
 def read_size(path: Path) -> tuple[int, int, bool]:
@@ -198,32 +210,65 @@ def run_upscale_cli(args: argparse.Namespace) -> int:
 
     Before any pixel is decoded, each input's header gives the output size, memory and time
     (`Upscaler.estimate`); inputs whose output is over --max-output-megapixels are refused.
-    Problems with single files (missing, unreadable, too large, would overwrite an input) are
-    one line each on stderr and do not stop the others. Progress bars (over images, and over
-    tiles for an image that needs several forward passes) appear on a terminal only.
-    Returns 0, or 1 if any file failed.
+    With --skip-existing, inputs whose output exists are skipped (outputs appear only
+    complete, see `write_image`), so a rerun resumes. Problems with single files (missing,
+    unreadable, too large, would overwrite an input) are one line each on stderr and do not
+    stop the others; the last line counts what was written, skipped and failed. Progress bars
+    (over images, and over tiles for an image that needs several forward passes) appear on a
+    terminal only. Returns 0, or 1 if any file failed.
     """
     upscaler = engine.load_generator(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch,
                                      dtype=args.dtype)
     jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
+    done = {target for _, target, _ in jobs if args.skip_existing and target.is_file()}
+    for target in sorted(done):
+        if _remove_stale_partial(target):
+            print(f"{partial_path(target)}: left by an interrupted run; removed", file=sys.stderr)
     with warnings.catch_warnings():
         # PIL warns past 89 MP of input; --max-output-megapixels is the limit here.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        planned, refused = _estimate_jobs(upscaler, jobs, args.max_output_megapixels)
+        planned, refused = _estimate_jobs(upscaler, [job for job in jobs if job[1] not in done],
+                                          args.max_output_megapixels)
         errors += refused
         for line in errors:
             print(line, file=sys.stderr)
-        if not planned and errors:
-            raise UserError("nothing was upscaled: every input was skipped (see above)")
-        if not planned:
+        if not planned and not done:
+            if errors:
+                raise UserError("nothing was upscaled: every input was skipped (see above)")
             raise UserError("no images to upscale: pass image files or folders of images")
-        _announce(planned)
-        return _upscale_all(upscaler, planned, failed=len(errors))
+        if planned:
+            _announce(planned)
+        counts = {"written": 0, "skipped": len(done), "failed": len(errors)}
+        try:
+            _upscale_all(upscaler, planned, counts)
+        except KeyboardInterrupt:
+            print(f"{_summary(counts)}; interrupted: rerun with --skip-existing to go on", file=sys.stderr)
+            raise
+    print(_summary(counts), file=sys.stderr)
+    return 1 if counts["failed"] else 0
+
+
+def _summary(counts: dict[str, int]) -> str:
+    text = f"upscale: {counts['written']} written"
+    if counts["skipped"]:
+        text += f", {counts['skipped']} skipped (output already there, --skip-existing)"
+    if counts["failed"]:
+        text += f", {counts['failed']} failed (see above)"
+    return text
+
+
+def _remove_stale_partial(target: Path) -> bool:
+    """Delete a `partial_path(target)` left by a killed run; True if there was one."""
+    partial = partial_path(target)
+    if not partial.is_file():
+        return False
+    partial.unlink()
+    return True
 
 
 def _upscale_all(upscaler: engine.Upscaler, jobs: list[tuple[Path, Path, str, engine.Estimate]],
-                 failed: int) -> int:
-    """Upscale and write every job; 1 if this or an earlier step (`failed`) lost a file, else 0."""
+                 counts: dict[str, int]) -> None:
+    """Upscale and write every job, counting into counts["written"] and counts["failed"]."""
     from tqdm import tqdm
 
     terminal = _stderr_is_terminal()
@@ -233,7 +278,7 @@ def _upscale_all(upscaler: engine.Upscaler, jobs: list[tuple[Path, Path, str, en
             picture = read_image(source)
         except DECODE_ERRORS as err:
             tqdm.write(f"{source}: unreadable image ({err}); skipped", file=sys.stderr)
-            failed += 1
+            counts["failed"] += 1
             continue
         tile_count = upscaler.tile_count(*picture.pixels.shape[:2])
         with tqdm(total=tile_count, unit="tile", desc=source.name, leave=len(jobs) == 1,
@@ -241,11 +286,13 @@ def _upscale_all(upscaler: engine.Upscaler, jobs: list[tuple[Path, Path, str, en
             sr = upscaler(picture.pixels, progress=tiles.update)
         try:
             target.parent.mkdir(parents=True, exist_ok=True)
+            if _remove_stale_partial(target):
+                tqdm.write(f"{partial_path(target)}: left by an interrupted run; replaced", file=sys.stderr)
             write_image(target, sr, gray=picture.pixels.shape[-1] < 3, file_format=file_format,
                         icc_profile=picture.icc_profile)
         except OSError as err:
             tqdm.write(f"{target}: cannot write ({err}); skipped", file=sys.stderr)
-            failed += 1
+            counts["failed"] += 1
             continue
+        counts["written"] += 1
         tqdm.write(str(target))
-    return 1 if failed else 0
