@@ -264,9 +264,24 @@ def test_output_over_an_input_is_refused(tmp_path, identity, capsys):
     assert "no images to upscale" not in err
     assert image.read_bytes() == before
     (tmp_path / "a_x4.png").write_bytes(before)  # an input that is also another input's output
-    assert cli.main(["upscale", str(tmp_path), "-o", str(tmp_path)]) == 1
+    assert cli.main(["upscale", str(image), str(tmp_path / "a_x4.png"), "-o", str(tmp_path)]) == 1
     assert "a_x4.png would overwrite an input file" in capsys.readouterr().err
     assert (tmp_path / "a_x4.png").read_bytes() == before
+
+
+def test_a_rerun_into_the_input_folder_does_not_compound(tmp_path, identity, capsys):
+    (tmp_path / "sub").mkdir()
+    image = smooth_image(20, 24)
+    Image.fromarray(image).save(tmp_path / "a.png")
+    Image.fromarray(image).save(tmp_path / "sub" / "b.png")
+    Image.fromarray(image).save(tmp_path / "photo_x4.png")  # no photo.* beside it: an input
+    for extra in ([], [], ["--format", "bmp"]):
+        assert cli.main(["upscale", str(tmp_path), "-o", str(tmp_path), *extra]) == 0
+        assert "would overwrite" not in capsys.readouterr().err
+    names = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*.*"))
+    assert names == ["a.png", "a_x4.bmp", "a_x4.png", "photo_x4.png", "photo_x4_x4.bmp", "photo_x4_x4.png",
+                     "sub/b.png", "sub/b_x4.bmp", "sub/b_x4.png"]
+    np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "a_x4.png")), upscale_nearest(image, 4))
 
 
 def test_successful_run_exits_0_and_prints_each_output(tmp_path, identity, capsys):

@@ -103,12 +103,26 @@ def _format_for(suffix: str) -> str | None:
     return Image.registered_extensions().get(suffix.lower())
 
 
+def _without_earlier_outputs(found: list[Path], scale: int) -> list[Path]:
+    """`found` less this command's outputs of other files in it, for a folder written into itself.
+
+    An output is `<stem>_x<scale>.<any suffix>` beside a `<stem>.<suffix>` (any suffix: --format
+    may differ between runs), so a rerun neither upscales earlier outputs again nor refuses
+    them as inputs it would overwrite; a file such as `photo_x4.png` with no `photo.*` beside
+    it is still an input.
+    """
+    stems = {(p.parent, p.stem) for p in found}
+    tag = f"_x{scale}"
+    return [p for p in found if not (p.stem.endswith(tag) and (p.parent, p.stem[:-len(tag)]) in stems)]
+
+
 def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | None, scale: int
                  ) -> tuple[list[tuple[Path, Path, str]], list[str]]:
     """Pair every input image with its output path and PIL format.
 
-    Inputs are files or folders (searched recursively for IMAGE_SUFFIXES). `output` is a
-    file when one input file is given and its suffix is one PIL writes; otherwise a folder that
+    Inputs are files or folders (searched recursively for IMAGE_SUFFIXES; earlier outputs in
+    the output folder are not inputs, see `_without_earlier_outputs`). `output` is a file when
+    one input file is given and its suffix is one PIL writes; otherwise a folder that
     mirrors the inputs' relative paths as `<stem>_x<scale><suffix>`. The suffix and format
     are the input's, or `format_name`'s (a FORMATS key) when given.
 
@@ -133,9 +147,12 @@ def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | N
     for name in inputs:
         path = Path(name)
         if path.is_dir():
-            # An output folder inside the input folder holds earlier outputs: not inputs.
-            skip = output.resolve() if output.resolve() != path.resolve() else None
-            found = [p for p in find_images(path) if skip not in p.resolve().parents]
+            found = find_images(path)
+            if output.resolve() == path.resolve():
+                found = _without_earlier_outputs(found, scale)
+            else:
+                # An output folder inside the input folder holds earlier outputs: not inputs.
+                found = [p for p in found if output.resolve() not in p.resolve().parents]
             if not found:
                 errors.append(f"{path}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")
             files += [(p, p.relative_to(path)) for p in found]
