@@ -183,7 +183,7 @@ class _DropOrbaxLogs(logging.Filter):
 def main(argv):
     del argv
     config = FLAGS.config
-    from srgan_jax.training.loop import train_and_evaluate
+    from srgan_jax.training.loop import Interrupted, train_and_evaluate
 
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
@@ -193,6 +193,9 @@ def main(argv):
     several = bool(config.distributed.enabled)
     try:
         train_and_evaluate(config, FLAGS.workdir)
+    except Interrupted as stop:  # the checkpoint is on disk; the exit code tells a script it was cut short
+        print(f"train.py: {stop} (exit code {stop.exit_code})", file=sys.stderr)
+        sys.exit(stop.exit_code)
     except UserError as err:
         fail(str(err), several_processes=several)
     except KeyboardInterrupt:

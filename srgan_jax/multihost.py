@@ -41,12 +41,16 @@ def initialize(distributed: ml_collections.ConfigDict) -> None:
                         "config.distributed.coordinator_address, num_processes and process_id") from None
 
 
-def first_reason(local: str | None, step: int) -> str | None:
-    """A stop reason every process agrees on: this process's, or that some other process asked to stop."""
-    flags = multihost_utils.process_allgather(np.int32(local is not None))
-    if not np.any(flags):
-        return None
-    return local or f"process {int(np.argmax(flags))} stopping at step {step}"
+def first_reason(local: str | None, step: int, signal_number: int = 0) -> tuple[str | None, int]:
+    """(a stop reason every process agrees on, the signal behind any process's stop, 0 if none).
+
+    The reason is this process's, or that some other process asked to stop; `signal_number`
+    is this process's (0 for a stop that is not a signal, e.g. a time limit).
+    """
+    codes = np.asarray(multihost_utils.process_allgather(np.int32(-1 if local is None else signal_number))).ravel()
+    if not np.any(codes >= 0):
+        return None, 0
+    return local or f"process {int(np.argmax(codes >= 0))} stopping at step {step}", max(int(codes.max()), 0)
 
 
 def check_same(value: int, what: str) -> None:

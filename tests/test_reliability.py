@@ -10,6 +10,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -208,6 +209,33 @@ def test_the_time_limit_writes_a_checkpoint_and_stops(image_dir, tmp_path):
     assert int(state.g.step) == 1 and checkpoints.all_steps(tmp_path) == [1]
 
 
+@pytest.mark.parametrize("stop, code", [("SIGTERM", 143), ("SIGINT", 130), ("time limit", 0)])
+def test_the_exit_code_of_train_py_says_why_it_stopped_after_its_checkpoint(image_dir, tmp_path, stop, code):
+    workdir = tmp_path / "w"
+    limit = "--config.train.time_limit_s=" + ("3" if stop == "time limit" else "0")
+    proc = subprocess.Popen([*TRAIN_PY, f"--workdir={workdir}", f"--config.data.image_dir={image_dir}", limit,
+                             "--config.train.num_steps=1000000", "--config.train.checkpoint_every=1000000"],
+                            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        if stop != "time limit":
+            metrics = workdir / "metrics.jsonl"
+            while not (metrics.exists() and metrics.read_text()):  # training has begun
+                assert proc.poll() is None, proc.communicate()[1][-3000:]
+                time.sleep(0.1)
+            proc.send_signal(getattr(signal, stop))
+        err = proc.communicate(timeout=300)[1]
+    finally:
+        proc.kill()
+    assert proc.returncode == code, err[-3000:]
+    step = checkpoints.all_steps(workdir)[-1]
+    last = err.strip().splitlines()[-1]
+    if code:  # a script can tell this from a finished run, and the checkpoint is already on disk
+        assert last == (f"train.py: stopped by {stop} at step {step}, after writing its checkpoint; rerun to "
+                        f"resume (exit code {code})"), err[-3000:]
+    else:
+        assert f"time limit 3.0 s reached: checkpoint written at step {step}, exiting" in err
+
+
 # -- the workdir lock --------------------------------------------------------------------
 
 def test_a_second_run_on_a_live_workdir_refuses_with_one_line(image_dir, tmp_path):
@@ -240,11 +268,14 @@ def test_a_lock_held_from_another_host_is_not_taken(tmp_path):
 
 # -- storage errors ------------------------------------------------------------------------
 
+TRAIN_PY = [sys.executable, "train.py", "--config=configs/srresnet.py", "--config.model.num_blocks=1",
+            "--config.model.features=8", "--config.data.hr_size=32", "--config.data.in_memory=True",
+            "--config.train.batch_size=4", "--config.train.log_every=1"]
+
+
 def run_train(*args, preexec_fn=None):
-    return subprocess.run([sys.executable, "train.py", "--config=configs/srresnet.py", "--config.model.num_blocks=1",
-                           "--config.model.features=8", "--config.data.hr_size=32", "--config.data.in_memory=True",
-                           "--config.train.batch_size=4", "--config.train.log_every=1", *args],
-                          cwd=ROOT, capture_output=True, text=True, timeout=300, preexec_fn=preexec_fn)
+    return subprocess.run([*TRAIN_PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          preexec_fn=preexec_fn)
 
 
 def limit_file_size():

@@ -68,9 +68,11 @@ def test_nonfinite_loss_stops_with_the_step_and_keeps_the_last_good_checkpoint(i
 
 def test_sigterm_writes_a_checkpoint_and_stops(image_dir, tmp_path, signal_at_batch):
     signal_at_batch(signal.SIGTERM)
-    state = loop.train_and_evaluate(tiny_config(image_dir, num_steps=100, checkpoint_every=50), str(tmp_path))
+    with pytest.raises(loop.Interrupted, match="stopped by SIGTERM at step") as stopped:
+        loop.train_and_evaluate(tiny_config(image_dir, num_steps=100, checkpoint_every=50), str(tmp_path))
+    state = stopped.value.state
     # Batches are prefetched a few steps ahead, so the signal lands within those steps.
-    assert 1 <= int(state.g.step) <= 6
+    assert 1 <= int(state.g.step) == stopped.value.step <= 6 and stopped.value.exit_code == 143
     latest, _ = checkpoints.create_managers(tmp_path, 3)
     assert latest.latest_step() == int(state.g.step)
 

@@ -41,7 +41,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     Checkpoints every `train.checkpoint_every` steps, on SIGTERM / Ctrl-C, at
     `train.time_limit_s` and at the end; validates every `eval.every` steps. A checkpoint is
     written only once its state has proved finite (parameters, and the loss it gives on the
-    next batch). Returns the final state (one host copy).
+    next batch). Returns the final state (one host copy); a stop by SIGTERM / Ctrl-C raises
+    `Interrupted` (holding that state) once its checkpoint is on disk.
     """
     config_lib.validate(config)
     multihost.initialize(config.distributed)
@@ -124,6 +125,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
                         checkpoints.wait_until_finished(best)
     monitor.report_speed(step, time.perf_counter() - started)
     final = final if final is not None else _host_copy(strategy, state)
+    if reason and stop.signal_number:  # a signal, not the time limit, stopped the loop
+        raise Interrupted(stop.signal_number, step, final)
     if validator and step == config.train.num_steps:
         validation.write_samples(workdir, validator(generator_variables(final)), config.model.scale)
     return final
@@ -241,6 +244,20 @@ class NonFiniteLossError(UserError):
     """A loss or parameter became NaN or Inf; the last good checkpoint is kept."""
 
 
+class Interrupted(Exception):
+    """SIGTERM / SIGINT stopped training after its checkpoint at `step` was written.
+
+    `state` is that checkpoint's; `exit_code` is the shell's for the signal (128 + its number:
+    130 for SIGINT, 143 for SIGTERM), so a script can tell an interrupted run from a finished one.
+    """
+
+    def __init__(self, signal_number: int, step: int, state: SRState):
+        name = signal.Signals(signal_number).name
+        super().__init__(f"stopped by {name} at step {step}, after writing its checkpoint; rerun to resume")
+        self.signal_number, self.step, self.state = signal_number, step, state
+        self.exit_code = 128 + signal_number
+
+
 class _StopRequest:
     """SIGTERM / SIGINT and `train.time_limit_s` as a stop reason the loop asks for after each step.
 
@@ -252,6 +269,8 @@ class _StopRequest:
     def __init__(self, config: ml_collections.ConfigDict, started: float):
         self._time_limit_s, self._started = config.train.time_limit_s, started
         self._signal_name: str | None = None
+        self._signal_number = 0  # of the signal this process received
+        self.signal_number = 0  # of the signal behind the stop `reason` gave (in any process); 0: none
         self._deferring = self._interrupted = False
         self._previous = {}
 
@@ -263,7 +282,7 @@ class _StopRequest:
     def _handle(self, signum, frame):
         name = signal.Signals(signum).name
         if self._signal_name is None:
-            self._signal_name = name
+            self._signal_name, self._signal_number = name, signum
             log.warning("%s: stopping with a checkpoint (send it again to stop without one)", name)
         elif self._deferring:
             log.warning("%s: a checkpoint is being written; exiting as soon as it is on disk", name)
@@ -278,11 +297,16 @@ class _StopRequest:
     def reason(self, step: int, sync: bool) -> str | None:
         """Why to stop after `step` (None: go on); the same on every process."""
         local = self._signal_name
+        number = self._signal_number if local else 0  # the handler sets both before this line runs
         if not local and 0 < self._time_limit_s <= time.perf_counter() - self._started:
             local = f"time limit {self._time_limit_s} s reached"
         if jax.process_count() == 1:
+            self.signal_number = number
             return local
-        return multihost.first_reason(local, step) if sync else None
+        if not sync:
+            return None
+        agreed, self.signal_number = multihost.first_reason(local, step, number)
+        return agreed
 
     @contextlib.contextmanager
     def deferred(self) -> Iterator[None]:
