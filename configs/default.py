@@ -39,6 +39,10 @@ def get_config() -> ml_collections.ConfigDict:
     config.train.b1 = 0.9
     config.train.b2 = 0.999
     config.train.pretrain_steps = 0  # G-only (content loss) steps before the GAN steps begin
+    # D's BatchNorm statistics: False = over the real and the fake batch apart; True = over both
+    # at once, so an artefact shared by all fakes (the pixel-shuffle grid) is not normalised
+    # away inside the fake batch. The paper does not say; see pretrained/README.md, SRGAN-MSE.
+    config.train.d_joint_batch = False
     config.train.checkpoint_every = 10_000
     config.train.keep_checkpoints = 3
     config.train.log_every = 100

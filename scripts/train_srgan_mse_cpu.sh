@@ -30,4 +30,4 @@ PYTHONUNBUFFERED=1 exec python train.py --config=configs/srgan_mse.py --workdir=
   --config.data.image_dir="$images" --config.data.in_memory=True \
   --config.train.batch_size=16 --config.train.learning_rate=1e-4 \
   --config.train.time_limit_s="$limit" --config.train.checkpoint_every=200 \
-  --config.train.keep_checkpoints=1000 --config.train.log_every=25 "$@"
+  --config.train.keep_checkpoints=1000 --config.train.log_every=25 --config.train.d_joint_batch=True "$@"

@@ -69,7 +69,9 @@ def main(out_path):
     state64 = state64.replace(g=state64.g.replace(apply_fn=g64.apply),
                               d=state64.d.replace(apply_fn=Discriminator(dtype=jnp.float64).apply))
     steps = {"g": functools.partial(generator_train_step, content_loss=losses.mse_loss),
-             "gan": functools.partial(gan_train_step, content_loss=losses.mse_loss, adversarial_weight=1e-3)}
+             "gan": functools.partial(gan_train_step, content_loss=losses.mse_loss, adversarial_weight=1e-3),
+             "gan_joint": functools.partial(gan_train_step, content_loss=losses.mse_loss, adversarial_weight=1e-3,
+                                            d_joint_batch=True)}
     single = parallel.MeshStrategy(jax.devices()[:1])
     mesh = parallel.MeshStrategy(jax.devices())
     out = {}

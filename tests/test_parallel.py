@@ -70,7 +70,7 @@ def worst_ratio(distances, kind, run):
     return worst
 
 
-@pytest.mark.parametrize("kind", ["g", "gan"])
+@pytest.mark.parametrize("kind", ["g", "gan", "gan_joint"])
 @pytest.mark.parametrize("run", ["mesh", "pmap"])
 def test_parallel_step_equals_single_device_step_within_float32_error(distances, kind, run):
     ratio, leaf = worst_ratio(distances, kind, run)

@@ -174,7 +174,8 @@ def _wrap_train_steps(config: ml_collections.ConfigDict, strategy: parallel.Stra
     content_loss = models.create_content_loss(config)
     return {"g": strategy.wrap_train_step(functools.partial(generator_train_step, content_loss=content_loss)),
             "gan": strategy.wrap_train_step(functools.partial(
-                gan_train_step, content_loss=content_loss, adversarial_weight=config.loss.adversarial_weight))}
+                gan_train_step, content_loss=content_loss, adversarial_weight=config.loss.adversarial_weight,
+                d_joint_batch=config.train.d_joint_batch))}
 
 
 def _step_kind(config: ml_collections.ConfigDict, step: int) -> str:

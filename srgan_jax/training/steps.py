@@ -8,6 +8,7 @@ is set only under pmap, where gradients and metrics are `pmean`-ed over it.
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import flax.linen as nn
@@ -44,14 +45,30 @@ def generator_train_step(state: SRState, batch: dict, *, content_loss: ContentLo
 
 
 def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, adversarial_weight: float,
-                   axis_name: str | None = None) -> tuple[SRState, dict]:
+                   d_joint_batch: bool = False, axis_name: str | None = None) -> tuple[SRState, dict]:
     """One D update then one G update (k = 1), SPEC "Losses".
 
     D: BCE on logits of HR (real) and of G(LR) held constant (fake). G: content loss +
     adversarial_weight * -log D(G(LR)), with D after its update. G runs forward once; its
     backward pass reuses that forward through `jax.vjp`.
+
+    D's BatchNorm takes its statistics over the real and the fake batch separately (two
+    calls), or with `d_joint_batch` over both at once (one call on [HR; SR], in D's and in G's
+    update; `config.train.d_joint_batch`). Separately, whatever all fakes share (a pixel-shuffle
+    lattice, which D's 4x-strided features see as a constant per channel) is normalised away
+    within the fake batch, so D cannot learn to penalise it.
     """
     hr = batch["hr"]
+
+    def discriminate(d_state, params, batch_stats, real, fake):
+        """(real logits, fake logits, D's new batch statistics) in training mode."""
+        apply = functools.partial(d_state.apply_fn, train=True, mutable=["batch_stats"])
+        if d_joint_batch:
+            logits, updates = apply({"params": params, "batch_stats": batch_stats}, jnp.concatenate([real, fake]))
+            return logits[:real.shape[0]], logits[real.shape[0]:], updates["batch_stats"]
+        real_logits, updates = apply({"params": params, "batch_stats": batch_stats}, real)
+        fake_logits, updates = apply({"params": params, "batch_stats": updates["batch_stats"]}, fake)
+        return real_logits, fake_logits, updates["batch_stats"]
 
     def generate(params):
         sr, updates = state.g.apply_fn({"params": params, "batch_stats": state.g.batch_stats},
@@ -62,12 +79,8 @@ def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, ad
     fake = jax.lax.stop_gradient(sr)
 
     def d_loss_fn(params):
-        real_logits, updates = state.d.apply_fn({"params": params, "batch_stats": state.d.batch_stats},
-                                                hr, train=True, mutable=["batch_stats"])
-        fake_logits, updates = state.d.apply_fn({"params": params, "batch_stats": updates["batch_stats"]},
-                                                fake, train=True, mutable=["batch_stats"])
-        loss = losses.discriminator_loss(real_logits, fake_logits)
-        return loss, (real_logits, fake_logits, updates["batch_stats"])
+        real_logits, fake_logits, batch_stats = discriminate(state.d, params, state.d.batch_stats, hr, fake)
+        return losses.discriminator_loss(real_logits, fake_logits), (real_logits, fake_logits, batch_stats)
 
     (d_loss, (real_logits, fake_logits, d_batch_stats)), d_grads = jax.value_and_grad(
         d_loss_fn, has_aux=True)(state.d.params)
@@ -77,8 +90,11 @@ def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, ad
         content = content_loss(sr, hr)
         # D in training mode (batch statistics), as in the D update; its running
         # statistics are left to the D update.
-        logits, _ = d.apply_fn({"params": d.params, "batch_stats": d.batch_stats}, sr, train=True,
-                               mutable=["batch_stats"])
+        if d_joint_batch:
+            _, logits, _ = discriminate(d, d.params, d.batch_stats, hr, sr)
+        else:
+            logits, _ = d.apply_fn({"params": d.params, "batch_stats": d.batch_stats}, sr, train=True,
+                                   mutable=["batch_stats"])
         adversarial = losses.generator_adversarial_loss(logits)
         return content + adversarial_weight * adversarial, (content, adversarial)
 
