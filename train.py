@@ -17,7 +17,6 @@ import logging
 import os
 import re
 import sys
-import threading
 import traceback
 import types
 from typing import Any, NoReturn
@@ -164,17 +163,6 @@ def _wrong_value(path: str, value: str, paths: dict[str, Any]) -> str:
             f"set one of them, e.g. --config.{path}.{example}")
 
 
-def _quiet_after_failed_save(default_hook):
-    """A failed asynchronous save leaves Orbax's writer threads posting to a closed event loop;
-    their tracebacks would bury the one-line error, so exactly that error is dropped."""
-
-    def hook(args):
-        if not (args.exc_type is RuntimeError and str(args.exc_value) == "Event loop is closed"):
-            default_hook(args)
-
-    return hook
-
-
 class _DropOrbaxLogs(logging.Filter):
     """Orbax logs each failure (with its traceback) before raising it; the raised error is reported in one line."""
 
@@ -190,8 +178,6 @@ def main(argv):
     logging.getLogger("srgan_jax").setLevel(logging.INFO)
     logging.getLogger("absl").setLevel(logging.WARNING)  # Orbax logs every file it writes at INFO
     logging.getLogger("absl").addFilter(_DropOrbaxLogs())
-    threading.excepthook = _quiet_after_failed_save(threading.excepthook)
-    sys.unraisablehook = _quiet_after_failed_save(sys.unraisablehook)
     several = bool(config.distributed.enabled)
     try:
         train_and_evaluate(config, FLAGS.workdir)

@@ -26,6 +26,8 @@ import logging
 import os
 import re
 import shutil
+import sys
+import threading
 import zlib
 from pathlib import Path
 from typing import Any, Iterator
@@ -52,6 +54,30 @@ class DamagedCheckpointError(UserError):
 
 class StorageError(UserError):
     """Writing to the workdir failed (full disk, no permission, read-only file system)."""
+
+
+def quiet_closed_event_loops() -> None:
+    """From now on, drop in this process the "Event loop is closed" errors Orbax leaves behind.
+
+    Orbax runs each save and restore in a fresh asyncio loop and closes it as soon as one read
+    or write fails; tensorstore operations still in flight then post their results to the
+    closed loop from their own threads, which Python reports as unraisable (or thread)
+    exceptions, after the failure itself was raised and reported. Exactly those are dropped
+    (the hooks are wrapped once); every other exception reaches the hook it did before.
+    """
+    for module, name in ((sys, "unraisablehook"), (threading, "excepthook")):
+        hook = getattr(module, name)
+        if not getattr(hook, "drops_closed_loop_errors", False):
+            setattr(module, name, _dropping_closed_loop_errors(hook))
+
+
+def _dropping_closed_loop_errors(hook: Any) -> Any:
+    def dropping(args: Any) -> None:
+        if not (args.exc_type is RuntimeError and str(args.exc_value) == "Event loop is closed"):
+            hook(args)
+
+    dropping.drops_closed_loop_errors = True
+    return dropping
 
 
 def create_managers(workdir: str | Path, keep: int,
@@ -103,7 +129,13 @@ def checksums(tree: Any) -> dict[str, str]:
 
 
 def _canonical(x: Any) -> np.ndarray:
-    return np.asarray(x, dtype=jax.dtypes.canonicalize_dtype(np.result_type(x)), order="C")
+    return np.asarray(x, dtype=_stored_dtype(x), order="C")
+
+
+def _stored_dtype(x: Any) -> np.dtype:
+    """The dtype Orbax stores `x` with. Arrays (jax or numpy) are asked for theirs: numpy 2.4
+    deprecates `np.result_type(jax_array)`; Python scalars take JAX's default."""
+    return jax.dtypes.canonicalize_dtype(x.dtype if hasattr(x, "dtype") else np.result_type(x))
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
@@ -113,6 +145,7 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variab
     meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step,
             "checksums": {"state": checksums(state), "generator": checksums(generator_variables)},
             "shapes": {"state": _shapes(state)}}
+    quiet_closed_event_loops()
     with _storage_errors(manager.directory, step):
         manager.save(
             step,
@@ -195,6 +228,7 @@ def restore_newest_intact(workdir: str | Path, target_state: Any) -> tuple[int, 
     if not steps:
         return None
     abstract = _on_first_local_device(target_state)
+    quiet_closed_event_loops()  # a damaged array fails its restore with reads still in flight
     with ocp.CheckpointManager(folder, options=ocp.CheckpointManagerOptions(read_only=True),
                                item_names=ITEMS) as manager:
         for step in reversed(steps):
@@ -387,6 +421,7 @@ def load_generator_variables(path: str | Path, abstract_variables: Any) -> Any:
     step_dir = _step_dir(Path(path)).absolute()
     meta = _read_meta(step_dir)
     abstract = _on_first_local_device(abstract_variables)
+    quiet_closed_event_loops()
     try:
         with ocp.StandardCheckpointer() as checkpointer:
             variables = checkpointer.restore(step_dir / "generator", abstract)
@@ -401,7 +436,6 @@ def _on_first_local_device(tree: Any) -> Any:
     """Restore targets on this process's first device: the checkpoint may come from another
     machine or another number of processes (e.g. trained by two GPU hosts, restored on a CPU)."""
     device = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
-    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), jax.dtypes.canonicalize_dtype(np.result_type(x)),
-                                                       sharding=device), tree)
+    return jax.tree.map(lambda x: jax.ShapeDtypeStruct(np.shape(x), _stored_dtype(x), sharding=device), tree)
 
 

@@ -4,7 +4,6 @@ a second Ctrl-C, the workdir lock, storage errors, resumed logs (README "Reliabi
 import functools
 import json
 import os
-import resource
 import shutil
 import signal
 import socket
@@ -123,6 +122,7 @@ DAMAGE = {
 
 
 @pytest.mark.parametrize("damage", DAMAGE)
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")  # Orbax's closed-loop leftovers
 def test_a_damaged_latest_checkpoint_is_reported_and_the_newest_intact_one_restored(trained, tmp_path, damage,
                                                                                       caplog):
     workdir = tmp_path / "w"
@@ -273,15 +273,16 @@ TRAIN_PY = [sys.executable, "train.py", "--config=configs/srresnet.py", "--confi
             "--config.train.batch_size=4", "--config.train.log_every=1"]
 
 
-def run_train(*args, preexec_fn=None):
-    return subprocess.run([*TRAIN_PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                          preexec_fn=preexec_fn)
+def run_train(*args, launcher=()):
+    return subprocess.run([*launcher, *TRAIN_PY, *args], cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
-def limit_file_size():
-    """Files may not grow past 8 KiB: the kernel fails such writes (EFBIG), as a full disk fails them (ENOSPC)."""
-    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
-    resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 13, 1 << 13))
+# Files may not grow past 8 KiB: the kernel fails such writes (EFBIG), as a full disk fails them
+# (ENOSPC). Set in a launcher that then execs train.py, not in a preexec_fn, which would fork
+# this multithreaded (JAX) process.
+LIMIT_FILE_SIZE = [sys.executable, "-c", "import os, resource, signal, sys; signal.signal(signal.SIGXFSZ, "
+                   "signal.SIG_IGN); resource.setrlimit(resource.RLIMIT_FSIZE, (1 << 13, 1 << 13)); "
+                   "os.execv(sys.argv[1], sys.argv[1:])"]
 
 
 def test_a_failing_disk_is_one_line_and_older_checkpoints_stay_intact(image_dir, tmp_path):
@@ -290,7 +291,7 @@ def test_a_failing_disk_is_one_line_and_older_checkpoints_stay_intact(image_dir,
     # Checkpoint 4's array files are bigger than 8 KiB: writing them fails.
     proc = run_train(f"--workdir={workdir}", f"--config.data.image_dir={image_dir}", "--config.train.num_steps=4",
                      "--config.train.checkpoint_every=2", "--config.train.learning_rate=1e-3",
-                     preexec_fn=limit_file_size)
+                     launcher=LIMIT_FILE_SIZE)
     assert proc.returncode == 2, proc.stderr[-3000:]
     last = proc.stderr.strip().splitlines()[-1]
     assert last.startswith("train.py: error: writing ") and "File too large" in last, proc.stderr
