@@ -34,8 +34,8 @@ import ml_collections
 import numpy as np
 
 from srgan_jax import config as config_lib
-from srgan_jax import models, parallel
-from srgan_jax.errors import UserError
+from srgan_jax import host_memory, models, parallel
+from srgan_jax.errors import UserError, first_line
 from srgan_jax.networks import vgg19
 from srgan_jax.networks.losses import ContentLoss
 from srgan_jax.training.state import create_state, generator_variables
@@ -184,6 +184,9 @@ def _summary(lowered: jax.stages.Lowered, compiled: jax.stages.Compiled, compile
         "tflops_per_s": None if flops is None else flops / median / 1e12,
         "peak_memory_bytes": _peak_memory_bytes(),
         "xla_temp_bytes": None if memory is None else int(memory.temp_size_in_bytes),
+        "xla_memory_bytes": None if memory is None else int(
+            memory.argument_size_in_bytes + memory.output_size_in_bytes + memory.temp_size_in_bytes
+            - memory.alias_size_in_bytes),
     }
 
 
@@ -211,6 +214,99 @@ def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
     return {"benchmark": name, "parallel": settings.parallel, "dtype": settings.dtype, "batch": settings.batch,
             "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
             "features": settings.features, **environment(), "compiler_options": options}
+
+
+# --------------------------------------------------------------------------- memory
+
+# Training steps keep every layer's output for the backward pass and make a gradient of each:
+# 2 x the float32 outputs of all modules (convs, BatchNorms, PReLUs) of G, of D on three
+# batches (real and fake for its update, SR for G's) and of VGG on two (SR and HR). Output
+# resolution adds workspace that no module outputs (the tail convolution's row products, the
+# loss and their gradients): 1.5 KB per HR pixel. Inference frees each layer after the next:
+# XLA holds two activations of the largest layer, plus the tail's workspace (256 B per HR
+# pixel). Checked against XLA's own buffer assignment (`memory_analysis`: arguments + outputs
+# + temporaries - aliased) on CPU: estimate / XLA = 1.47 for the paper-size g_step (batch 16
+# and 32), 2.0 for gan_step and vgg_gan_step, 1.1-1.8 for 1-4 blocks of 8-64 features, 1.35-1.55
+# for inference; never below 1 (tests/test_benchmark.py checks small models; results record both).
+_TRAIN_ACTIVATION_COPIES = 2
+_TRAIN_HR_PIXEL_BYTES = 1536
+_INFER_LARGEST_COPIES = 2
+_INFER_HR_PIXEL_BYTES = 256
+
+
+def _tree_bytes(tree: Any) -> int:
+    return sum(int(np.prod(leaf.shape)) * np.dtype(leaf.dtype).itemsize for leaf in jax.tree.leaves(tree))
+
+
+def _module_outputs(module: Any, image: jax.ShapeDtypeStruct, **kwargs: Any) -> tuple[int, int]:
+    """(total, largest) float32 bytes of the outputs of `module` and every submodule on one
+    image, from shapes only (`jax.eval_shape`)."""
+    _, variables = jax.eval_shape(lambda x: module.init_with_output(jax.random.key(0), x, capture_intermediates=True,
+                                                                     **kwargs), image)
+    sizes = [int(np.prod(leaf.shape)) * 4 for leaf in jax.tree.leaves(variables["intermediates"])]
+    return sum(sizes), max(sizes)
+
+
+def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
+    """(fixed bytes per device, bytes per image on its device, bytes per image on the host) of
+    benchmark `name`, estimated from shapes alone (nothing is allocated; approximate).
+
+    Fixed: the state (or inference variables) twice, itself and its gradients and updates;
+    for VGG losses also VGG19's weights. Per image on the device: its activations
+    (`_TRAIN_ACTIVATION_COPIES` and the other factors above) and float32 LR and HR. On the
+    host: the synthetic batch's numpy copy of LR and HR.
+    """
+    config = benchmark_config(name, settings)
+    scale = config.model.scale
+    hr = settings.infer_lr_size * scale if name == "infer" else settings.hr_size
+    lr = hr // scale
+    generator, discriminator = models.create_models(config)
+    image_bytes = 4 * 3 * (hr * hr + lr * lr)
+    lr_image = jax.ShapeDtypeStruct((1, lr, lr, 3), np.float32)
+    hr_image = jax.ShapeDtypeStruct((1, hr, hr, 3), np.float32)
+    if name == "infer":
+        state = jax.eval_shape(lambda: create_state(config, jax.random.key(0), generator, None))
+        activations = _INFER_LARGEST_COPIES * _module_outputs(generator, lr_image)[1] + _INFER_HR_PIXEL_BYTES * hr * hr
+        return 2 * _tree_bytes(generator_variables(state)), activations + image_bytes, image_bytes
+    state = jax.eval_shape(lambda: create_state(config, jax.random.key(0), generator, discriminator))
+    fixed = 2 * _tree_bytes(state)
+    outputs = _module_outputs(generator, lr_image, train=True)[0]
+    if discriminator is not None:
+        outputs += 3 * _module_outputs(discriminator, hr_image, train=True)[0]
+    if config.loss.content != "mse":
+        features = vgg19.VGG19(layers=(config_lib.vgg_layer(config.loss.content),))
+        outputs += 2 * _module_outputs(features, hr_image)[0]
+        fixed += _tree_bytes(jax.eval_shape(lambda x: features.init(jax.random.key(0), x), hr_image))
+    activations = _TRAIN_ACTIVATION_COPIES * outputs + _TRAIN_HR_PIXEL_BYTES * hr * hr
+    return fixed, activations + image_bytes, image_bytes
+
+
+def _device_memory_bytes() -> int | None:
+    """The smallest memory limit of the local accelerators; None if unreported."""
+    limits = [(device.memory_stats() or {}).get("bytes_limit") for device in jax.local_devices()]
+    return None if None in limits else min(limits)
+
+
+def check_memory(name: str, settings: Settings) -> None:
+    """Raise UserError (the numbers and the largest batch that fits) if benchmark `name` needs
+    more memory than is available: `memory_needed` against the host's available memory on the
+    CPU (its devices, forced host devices too, share it), else per device against the
+    accelerator's limit. Silent where availability is unknown."""
+    if name == "input":
+        return
+    fixed, per_image, host_per_image = memory_needed(name, settings)
+    devices = jax.device_count()
+    if jax.default_backend() == "cpu":
+        per_image += host_per_image
+        need, available, where = devices * fixed + settings.batch * per_image, host_memory.available_bytes(), "host"
+        fits = None if available is None else (available - devices * fixed) // per_image
+    else:
+        need, available, where = fixed + -(-settings.batch // devices) * per_image, _device_memory_bytes(), "device"
+        fits = None if available is None else (available - fixed) // per_image * devices
+    if available is not None and need > available:
+        raise UserError(f"--what {name} --batch {settings.batch}: needs about {need / 2**30:,.1f} GiB "
+                        f"({per_image / 2**20:,.1f} MiB per image, estimated), {available / 2**30:,.1f} GiB of "
+                        f"{where} memory available: lower --batch (about {max(fits, 0)} fits)")
 
 
 # --------------------------------------------------------------------------- benchmarks
@@ -284,14 +380,19 @@ def run_input(settings: Settings) -> dict:
 
 
 def run_benchmark(name: str, settings: Settings) -> dict:
-    """One benchmark of `BENCHMARKS` -> its result dict."""
-    if name in TRAIN_BENCHMARKS:
-        return run_train_step(name, settings)
-    if name == "infer":
-        return run_infer(settings)
+    """One benchmark of `BENCHMARKS` -> its result dict (`check_memory` first is the caller's).
+
+    Step benchmarks also record `memory_estimate_bytes`, `memory_needed` per device, beside
+    XLA's own count for the compiled step (`xla_memory_bytes`).
+    """
     if name == "input":
         return run_input(settings)
-    raise UserError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}")
+    if name not in TRAIN_BENCHMARKS + ("infer",):
+        raise UserError(f"unknown benchmark {name!r}: use one of {', '.join(BENCHMARKS)}")
+    result = run_infer(settings) if name == "infer" else run_train_step(name, settings)
+    fixed, per_image, _ = memory_needed(name, settings)
+    result["memory_estimate_bytes"] = fixed + -(-settings.batch // jax.device_count()) * per_image
+    return result
 
 
 # --------------------------------------------------------------------------- PyTorch reference
@@ -374,6 +475,8 @@ def run_cli(args: argparse.Namespace) -> int:
     names = list(BENCHMARKS) if args.what == "all" else [args.what]
     for name in names:
         benchmark_config(name, settings)  # bad sizes fail here, before anything compiles
+    for name in names:
+        check_memory(name, settings)  # and batches that cannot fit, before anything is allocated
     results = {}
     for name in names:
         print(f"benchmark: {name} ...", file=sys.stderr, flush=True)
@@ -384,6 +487,12 @@ def run_cli(args: argparse.Namespace) -> int:
                 raise
             results[name] = {"benchmark": name, "skipped": str(err)}  # e.g. no TensorFlow on a GPU host
             continue
+        except (MemoryError, jax.errors.JaxRuntimeError) as err:
+            # Past check_memory's estimate: say so in one line rather than a traceback.
+            if not isinstance(err, MemoryError) and "RESOURCE_EXHAUSTED" not in str(err):
+                raise
+            raise UserError(f"--what {name} --batch {settings.batch}: out of memory ({first_line(err)}): "
+                            "lower --batch") from None
         if args.compare_torch and name in TORCH_MODES:
             print(f"benchmark: {name} (PyTorch reference) ...", file=sys.stderr, flush=True)
             results[name].update(run_torch(name, settings, args.torch_script, results[name]["images_per_s"]))

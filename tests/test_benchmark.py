@@ -28,7 +28,7 @@ COMMON = {"benchmark": str, "parallel": str, "dtype": str, "batch": int, "hr_siz
           "steps": int, "steps_per_s": float, "images_per_s": float}
 TIMED = {"warmup": int, "compile_s": float, "step_s_median": float, "step_s": list,
          "images_per_s_per_device": float, "flops_per_step": float, "flops_per_step_per_device": float,
-         "tflops_per_s": float, "xla_temp_bytes": int}
+         "tflops_per_s": float, "xla_temp_bytes": int, "xla_memory_bytes": int, "memory_estimate_bytes": int}
 
 
 def tiny(parallel="mesh", **overrides):
@@ -54,6 +54,8 @@ def test_result_schema(name, parallel):
     assert result["images_per_s"] == pytest.approx(2 * result["steps_per_s"])
     assert result["flops_per_step"] == result["flops_per_step_per_device"] * result["device_count"] > 0
     assert result["peak_memory_bytes"] is None or isinstance(result["peak_memory_bytes"], int)
+    # The up-front estimate is never below XLA's own buffer assignment, nor far above it.
+    assert result["xla_memory_bytes"] <= result["memory_estimate_bytes"] <= 2.5 * result["xla_memory_bytes"]
     # Recorded in the JSON: the options the steps were compiled with (pmap takes none).
     assert result["compiler_options"] == (xla_cpu.compiler_options() if parallel == "mesh" else None)
     if name == "infer":
@@ -150,3 +152,31 @@ def test_user_errors_are_one_line(tmp_path, capsys):
     assert "convert-vgg19" in capsys.readouterr().err
     with pytest.raises(UserError, match="--steps"):
         tiny(steps=0)
+
+
+@pytest.mark.parametrize("name", ["g_step", "gan_step", "infer"])
+def test_a_batch_that_cannot_fit_is_refused_in_one_line_before_anything_is_allocated(name, capsys, monkeypatch):
+    def never(*args, **kwargs):
+        raise AssertionError("allocated a batch")
+
+    monkeypatch.setattr(benchmark, "_synthetic_batch", never)
+    monkeypatch.setattr(benchmark.host_memory, "available_bytes", lambda: 2**30)
+    assert cli.main(["benchmark", "--what", name, *TINY, "--batch", "100000"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"srgan-jax benchmark: error: --what {name} --batch 100000: needs about ")
+    assert "GiB (" in err[0] and "MiB per image, estimated), 1.0 GiB of host memory available: lower --batch" in err[0]
+    fits = int(err[0].rsplit("(about ", 1)[1].split()[0])
+    assert fits > 0
+    benchmark.check_memory(name, tiny(batch=fits))  # the batch it names fits, one more does not
+    with pytest.raises(UserError, match="lower --batch"):
+        benchmark.check_memory(name, tiny(batch=fits + 1))
+
+
+def test_all_checks_every_benchmark_before_running_any(capsys, monkeypatch):
+    ran = []
+    monkeypatch.setattr(benchmark, "run_benchmark", lambda name, settings: ran.append(name))
+    # Enough memory for the generator's step, not for the discriminator's as well.
+    fixed, per_image, host = benchmark.memory_needed("g_step", tiny(batch=64))
+    monkeypatch.setattr(benchmark.host_memory, "available_bytes", lambda: fixed + 64 * (per_image + host) + 1)
+    assert cli.main(["benchmark", "--what", "all", *TINY, "--batch", "64"]) == 2
+    assert ran == [] and "--what gan_step --batch 64: needs about" in capsys.readouterr().err
