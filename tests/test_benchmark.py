@@ -4,6 +4,7 @@ Tiny sizes only and no assertions on timings: the numbers depend on the machine 
 """
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -116,16 +117,24 @@ def test_compare_torch_skips_with_a_reason(tmp_path, monkeypatch):
     assert "not installed" in benchmark.run_torch("g_step", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
 
 
-def test_input_benchmark(tmp_path):
+def test_input_benchmark_and_where_the_tfds_copy_goes(tmp_path, caplog):
     pytest.importorskip("tensorflow_datasets", reason="TensorFlow / tfds are not installed")
     folder = tmp_path / "images"
     folder.mkdir()
     rng = np.random.default_rng(0)
     for i in range(3):
         Image.fromarray(rng.integers(0, 256, (40, 48, 3), dtype=np.uint8)).save(folder / f"im{i}.png")
-    result = benchmark.run_input(tiny(image_dir=str(folder), tfds_data_dir=str(tmp_path / "tfds")))
+    settings = tiny(image_dir=str(folder), tfds_data_dir=str(tmp_path / "tfds"))
+    with caplog.at_level(logging.INFO):
+        result = benchmark.run_input(settings)
+        benchmark.run_input(settings)
     check_types(result, COMMON | {"startup_s": float, "image_dir": str})
     assert result["images_per_s"] > 0
+    # The folder's copy lands outside the workdir: the run says where, once per run.
+    said = [r.getMessage() for r in caplog.records if "tfds copy" in r.getMessage()]
+    copy = next((tmp_path / "tfds" / "srgan_image_folder").glob("*/*"))
+    assert said == [f"{verb} the tfds copy of {folder} in {copy} (config.data.tfds_data_dir moves it)"
+                    for verb in ("preparing", "using")]
 
 
 def test_all_skips_input_without_tensorflow(tmp_path, monkeypatch, capsys):

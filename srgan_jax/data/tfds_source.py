@@ -138,6 +138,9 @@ def _builder(data_config: ml_collections.ConfigDict) -> tuple[tfds.core.DatasetB
         builder = FolderImages(image_dir=data_config.image_dir, data_dir=data_dir)
         if data_config.use_dataset_lr:
             raise UserError("config.data.use_dataset_lr needs a dataset with LR images: set it False for a folder")
+        # A copy of every image lands outside the workdir: say where, once per run.
+        logging.info("%s the tfds copy of %s in %s (config.data.tfds_data_dir moves it)",
+                     "using" if builder.is_prepared() else "preparing", data_config.image_dir, builder.data_dir)
         try:
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
