@@ -96,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("image", help="HR image (LR is made by MATLAB bicubic /4) or, with --lr, the LR input")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="checkpoint or shipped name (srresnet_x4, srgan_mse_x4), repeatable")
+    p.add_argument("--label", action="append", default=None,
+                   help="panel title of each --checkpoint, in order (default: the checkpoint path)")
     p.add_argument("--lr", action="store_true", help="IMAGE is already low resolution (no HR panel)")
     p.add_argument("--crop", default=None, help="x,y,w,h of the HR-resolution region to show")
     p.add_argument("-o", "--output", required=True, help="figure path (.png)")

@@ -20,7 +20,7 @@ from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
 from srgan_jax.networks.generator import Generator
 from srgan_jax.training.state import create_state, generator_variables
-from srgan_jax.upscaling import engine, files
+from srgan_jax.upscaling import engine, figures, files
 
 # LR receptive-field radius of the 1-block generator: 9x9 head (4) + 2 block convs (2) + body
 # conv (1) + LR upsample conv (1) + x2 upsample conv (0.5) + 9x9 tail at x4 (1), rounded up.
@@ -506,6 +506,21 @@ def test_compare_writes_a_figure_of_the_expected_size(checkpoint, tmp_path, caps
     assert Image.open(figure).size == (4 * (192 + 8) + 8, 8 + 144 + 34)
     assert cli.main(args + ["--crop", "60,0,10,10"]) == 2
     assert "--crop 60,0,10,10 is not inside the 64x48 SR image" in capsys.readouterr().err
+
+
+def test_compare_titles_panels_with_the_labels_given(checkpoint, tmp_path, capsys, monkeypatch):
+    Image.fromarray(smooth_image(48, 64)).save(tmp_path / "hr.png")
+    titles = []
+    render = figures.render_figure
+    monkeypatch.setattr(figures, "render_figure", lambda panels, crop: titles.append([p[0] for p in panels])
+                        or render(panels, crop))
+    args = ["compare", str(tmp_path / "hr.png"), "--checkpoint", str(checkpoint), "--checkpoint", str(checkpoint),
+            "-o", str(tmp_path / "figure.png")]
+    assert cli.main(args + ["--label", "quickstart (CPU, 3 min)", "--label", "another"]) == 0
+    assert titles == [["bicubic", "quickstart (CPU, 3 min)", "another", "HR (ground truth)"]]
+    assert cli.main(args + ["--label", "only one"]) == 2
+    assert "1 --label for 2 model(s): give one --label per --checkpoint" in capsys.readouterr().err
+    assert cli.main(args) == 0 and titles[-1][1].endswith(checkpoint.name)  # the path, by default
 
 
 def test_the_shipped_generator_is_found_from_any_directory_and_beats_bicubic(tmp_path, monkeypatch):

@@ -65,8 +65,9 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     """`srgan-jax compare`: PNG figure bicubic | each model | HR, PSNR/SSIM under each panel.
 
     IMAGE is HR (mod-cropped to the scale; LR = MATLAB bicubic / scale) or, with --lr, the LR
-    input itself (no HR panel, no scores). Scores are the paper protocol on the whole image
-    (Y channel, border crop = scale), whatever --crop shows.
+    input itself (no HR panel, no scores). Each model's panel is titled by its --label (one
+    per --checkpoint), else by the checkpoint path. Scores are the paper protocol on the whole
+    image (Y channel, border crop = scale), whatever --crop shows.
     """
     output = Path(args.output)
     if output.suffix.lower() != ".png":
@@ -75,7 +76,12 @@ def run_compare_cli(args: argparse.Namespace) -> int:
         rgb = read_rgb(args.image)
     except DECODE_ERRORS as err:
         raise UserError(f"{args.image}: unreadable image ({err}); pass a PNG/JPEG/... file") from None
-    models = [(_label(c), engine.load_generator(c)) for c in (args.checkpoint or [None])]
+    checkpoints = args.checkpoint or [None]
+    labels = args.label or [_label(c) for c in checkpoints]
+    if len(labels) != len(checkpoints):
+        raise UserError(f"{len(labels)} --label for {len(checkpoints)} model(s): give one --label per --checkpoint, "
+                        "in the same order (or none)")
+    models = [(label, engine.load_generator(c)) for label, c in zip(labels, checkpoints)]
     scale = models[0][1].scale
     if any(upscaler.scale != scale for _, upscaler in models):
         raise UserError("the checkpoints upscale by different factors: compare models of one scale")
