@@ -9,7 +9,7 @@ Layout of a workdir:
 A generator is restored from nothing but such a step folder: `read_generator_spec` reads
 what rebuilds it from `meta`, `load_generator_variables` its arrays. This is the only module
 that reads or writes `meta`. The package ships trained generators in the same layout, found
-by name (`find_generator`: srresnet_x4, the default, and srgan_mse_x4).
+by name (`find_generator`: srresnet_x4, the default).
 
 Integrity: `meta` holds a CRC-32 of every array of `state` and `generator`, and every restore
 checks them. Training resumes from the newest checkpoint that restores and matches

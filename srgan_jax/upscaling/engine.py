@@ -352,7 +352,7 @@ def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: 
 
     Args:
       path: a training workdir, its checkpoints/ folder or a step folder (the newest step is
-        used), or the name of a shipped generator ("srresnet_x4", "srgan_mse_x4"); None: the
+        used), or the name of a shipped generator (`checkpoints.shipped_names()`); None: the
         shipped pretrained SRResNet x4.
       tile, overlap: LR tile size and the minimum overlap between neighbouring tiles, in
         pixels; tile = 0 runs each image whole.
