@@ -172,7 +172,8 @@ def test_a_batch_that_cannot_fit_is_refused_in_one_line_before_anything_is_alloc
     monkeypatch.setattr(benchmark.host_memory, "available_bytes", lambda: 2**30)
     assert cli.main(["benchmark", "--what", name, *TINY, "--batch", "100000"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"srgan-jax benchmark: error: --what {name} --batch 100000: needs about ")
+    assert len(err) == 1
+    assert err[0].startswith(f"srgan-jax benchmark: error: --what {name} --batch 100000: needs about ")
     assert "GiB (" in err[0] and "MiB per image, estimated), 1.0 GiB of host memory available: lower --batch" in err[0]
     fits = int(err[0].rsplit("(about ", 1)[1].split()[0])
     assert fits > 0
