@@ -4,6 +4,7 @@ import json
 import signal
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -124,3 +125,27 @@ def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
     with pytest.raises(UserError, match="does not exist: train SRResNet first"):
         loop.train_and_evaluate(config, str(workdir))
     assert not workdir.exists()
+
+
+def test_the_progress_bar_counts_finished_steps_not_dispatched_ones(tmp_path):
+    """Dispatch runs ahead of the device: a bar counting dispatched steps raced, then stood still
+    while the metrics fetch waited. It counts each step once its metrics are computed."""
+    slow = jax.jit(lambda x: {"loss": jnp.sum(jnp.linalg.matrix_power(x, 64))})  # ~0.1 s on a CPU core
+    x = jnp.eye(384) * 0.5
+    slow(x)["loss"].block_until_ready()  # compiled
+    dispatched, finished_when_counted = [], []
+    with loop._Monitor(tiny_config(tmp_path, num_steps=8), tmp_path, 0) as monitor:
+        update = monitor._progress.update
+
+        def counting(n=1):
+            finished_when_counted.append(all(m["loss"].is_ready() for m in dispatched[:monitor._progress.n + n]))
+            update(n)
+
+        monitor._progress.update = counting
+        for step in range(1, 9):
+            dispatched.append(slow(x))
+            monitor.record(step, dispatched[-1])
+        assert monitor._progress.n < 8  # the device is behind (so the test can fail)
+        monitor.check(lambda tree: tree, write=True)  # waits: the bar moves a step at a time meanwhile
+        assert monitor._progress.n == 8
+    assert finished_when_counted == [True] * 8
