@@ -180,6 +180,21 @@ def test_upscale_never_loads_a_damaged_generator(trained, tmp_path):
         checkpoints.load_generator_variables(workdir, abstract)
 
 
+@pytest.mark.parametrize("damage", ["a truncated array file", "flipped bytes in the array data", "damaged meta"])
+def test_a_damaged_init_from_checkpoint_is_one_line(trained, image_dir, tmp_path, damage):
+    source = tmp_path / "srresnet"
+    shutil.copytree(trained[0], source)
+    step = source / "checkpoints" / "4"
+    {"a truncated array file": lambda: truncate(largest_file(step / "generator" / "d")),
+     "flipped bytes in the array data": lambda: flip_bytes(largest_file(step / "generator" / "d"), count=16),
+     "damaged meta": lambda: (step / "meta" / "metadata").write_text("{not json")}[damage]()
+    config = tiny_config(image_dir)
+    config.init_from = str(source)
+    with pytest.raises(checkpoints.DamagedCheckpointError) as raised:
+        loop.train_and_evaluate(config, str(tmp_path / "w"))
+    assert len(str(raised.value).splitlines()) == 1 and "checkpoints/4" in str(raised.value)
+
+
 def test_the_shipped_generator_matches_its_checksums():
     meta = json.loads((checkpoints.shipped_checkpoint() / "meta" / "metadata").read_text())
     assert len(meta["checksums"]["generator"]) > 100  # every array of the 16-block SRResNet
