@@ -166,7 +166,10 @@ def _torch_state_dict(path: Path, expected: str) -> dict[str, np.ndarray]:
         raise UserError(f"reading {path} needs PyTorch, which is not installed: pip install torch") from None
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # truncated zips, pickles and foreign files raise many types
+    except pickle.UnpicklingError:  # torch's own message would advise weights_only=False: running the pickle
+        raise UserError(f"{path} holds objects other than tensors and is refused, as loading them could run "
+                        f"code: expected {expected}") from None
+    except Exception as err:  # truncated zips and foreign files raise many types
         raise UserError(f"{path} is not a readable PyTorch state dict ({first_line(err)}): expected {expected}") from None
     if not isinstance(state, Mapping):
         raise UserError(f"{path} holds a {type(state).__name__}, not a state dict: expected {expected}")

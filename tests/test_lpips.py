@@ -345,3 +345,19 @@ def test_evaluate_scores_lpips_on_rgb_after_the_border_crop(weights, tmp_path, c
     err = _one_line_error(["evaluate", "--method", "bicubic", "--data-dir", str(tmp_path), "--sets", "Tiny",
                            "--metrics", "lpips", "--lpips-weights", str(weights)], capsys)
     assert "small" in err and "31x31" in err and "drop lpips from --metrics" in err
+
+
+def test_a_pth_holding_other_objects_is_refused_without_advice_to_load_it_unsafely(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    marker = tmp_path / "ran"
+
+    class RunsCode:
+        def __reduce__(self):
+            return (os.mkdir, (str(marker),))
+
+    hostile = tmp_path / "alex.pth"
+    torch.save({"lin0.model.1.weight": RunsCode()}, hostile)
+    err = _one_line_error(["convert-lpips", "--out", str(tmp_path / "never.msgpack"), "--linear", str(hostile)],
+                          capsys)
+    assert "objects other than tensors and is refused" in err and "weights_only" not in err
+    assert not marker.exists() and not (tmp_path / "never.msgpack").exists()
