@@ -1,4 +1,4 @@
-"""`srgan-jax` command line: evaluate, upscale, compare, benchmark, convert-vgg19, convert-lpips.
+"""`srgan-jax` command line: evaluate, upscale, compare, benchmark, export, convert-vgg19, convert-lpips.
 
 Each subcommand parses its flags here and calls one function of the module that owns the
 work; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
@@ -40,6 +40,12 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     from srgan_jax import benchmark
 
     return benchmark.run_cli(args)
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from srgan_jax import export
+
+    return export.run_cli(args)
 
 
 def _cmd_convert_vgg19(args: argparse.Namespace) -> int:
@@ -123,6 +129,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="PyTorch reference (default: benchmarks/torch_reference.py of this source checkout)")
     p.add_argument("--json", default=None)
     p.set_defaults(func=_cmd_benchmark)
+
+    p = sub.add_parser("export", help="write a trained generator as StableHLO, SavedModel, TFLite or ONNX")
+    p.add_argument("--checkpoint", default=None,
+                   help="generator checkpoint or shipped name (srresnet_x4, the default)")
+    p.add_argument("--format", required=True, choices=["stablehlo", "savedmodel", "tflite", "onnx"])
+    p.add_argument("-o", "--output", required=True, help="the folder to write (must not exist)")
+    p.set_defaults(func=_cmd_export)
 
     p = sub.add_parser("convert-vgg19", help="convert ImageNet VGG19 weights to a Flax file")
     p.add_argument("source", help="torchvision .pth/.safetensors/.npz or Keras .h5/.keras file")

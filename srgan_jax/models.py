@@ -2,7 +2,8 @@
 
 The one place where networks meet the backend: on the CPU the generator's output
 convolution and the discriminator's strided ones get the faster forms of `xla_cpu` as
-module fields (same parameters, so checkpoints move freely between backends).
+module fields (same parameters, so checkpoints move freely between backends). Exported
+artefacts take the portable generator, which never has them.
 """
 
 from __future__ import annotations
@@ -27,6 +28,13 @@ def create_generator(spec: GeneratorSpec, dtype: Any = None, bn_axis_name: str |
     return Generator(num_blocks=spec.num_blocks, features=spec.features, scale=spec.scale,
                      dtype=dtype or config_lib.DTYPES["float32"], bn_axis_name=bn_axis_name,
                      tail_conv=xla_cpu.tail_conv())
+
+
+def create_portable_generator(spec: GeneratorSpec) -> Generator:
+    """G of `spec` in float32 with plain `lax` convolutions only: for artefacts that leave XLA:CPU
+    (`export`), whatever backend this process runs on."""
+    return Generator(num_blocks=spec.num_blocks, features=spec.features, scale=spec.scale,
+                     dtype=config_lib.DTYPES["float32"])
 
 
 def create_discriminator(dtype: Any = None, bn_axis_name: str | None = None) -> Discriminator:
