@@ -128,7 +128,7 @@ def export_generator(checkpoint: str | Path | None, fmt: str, out: str | Path) -
             "dynamic": ["batch", "height", "width"],
             "layout": "NHWC",
             "source": {"checkpoint": model.checkpoint, "weights_sha256": weights_sha256(model.variables)},
-            "versions": _versions(),
+            "versions": tool_versions(),
             **details,
         }
         (part / METADATA).write_text(json.dumps(metadata, indent=1) + "\n")
@@ -139,7 +139,7 @@ def export_generator(checkpoint: str | Path | None, fmt: str, out: str | Path) -
     return metadata
 
 
-def _versions() -> dict[str, str]:
+def tool_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in _VERSIONED:
         try:
@@ -266,8 +266,8 @@ def load_exported(out: str | Path, signature: str = "float32") -> Callable[[np.n
     """An export opened in its own runtime: numpy lr [B, h, w, 3] -> numpy sr, as `signature` defines.
 
     stablehlo: `jax.export.deserialize`; savedmodel: `tf.saved_model.load`; tflite: LiteRT's
-    interpreter (`ai_edge_litert`); onnx: onnxruntime on the CPU. None of them uses this
-    package's model code. The input goes to the runtime as given, so a wrong dtype or channel
+    interpreter (`ai_edge_litert`, one thread per CPU core); onnx: onnxruntime on the CPU. None
+    of them uses this package's model code. The input goes to the runtime as given, so a wrong dtype or channel
     count gets that runtime's own error (README "Exporting").
     """
     if signature not in SIGNATURES:
@@ -284,7 +284,8 @@ def load_exported(out: str | Path, signature: str = "float32") -> Callable[[np.n
     if fmt == "tflite":
         from ai_edge_litert.interpreter import Interpreter
 
-        runner = Interpreter(model_path=str(out / "model.tflite")).get_signature_runner(signature)
+        interpreter = Interpreter(model_path=str(out / "model.tflite"), num_threads=engine.cpu_cores())
+        runner = interpreter.get_signature_runner(signature)
         return lambda lr: runner(lr=lr)["sr"]
     import onnxruntime
 
