@@ -8,8 +8,9 @@
 # source (decode once, aligned 96/24 crops per step, LR = MATLAB bicubic). The recipe is the
 # paper's SRGAN-MSE (SPEC "Losses", "Training recipe"): pixel MSE + 1e-3 adversarial, batch 16,
 # Adam 1e-4 (0.9, 0.999), G from SRResNet-MSE, one D and one G update per step; only the
-# number of steps is cut, by TIME_LIMIT_S (default 7200). The workdir, workdirs/srgan_mse_x4,
-# is git-ignored and resumed when the script is run again (the time limit counts per run).
+# number of steps is cut, by TIME_LIMIT_S (default 7200). The workdir, workdirs/srgan_mse_x4
+# ($SRGAN_WORKDIR if set), is git-ignored and resumed when the script is run again (the time
+# limit counts per run).
 # A checkpoint every 200 steps (about 10 minutes on a 2-core AVX-512 CPU); all are kept so the
 # health of the run can be read back from every one of them (scripts/gan_health.py).
 set -euo pipefail
@@ -25,7 +26,7 @@ for set in T91 BSD200; do
   for f in "$data/$set"/*.png; do ln -sf "$(realpath "$f")" "$images/$set/$(basename "$f")"; done
 done
 
-PYTHONUNBUFFERED=1 exec python train.py --config=configs/srgan_mse.py --workdir=workdirs/srgan_mse_x4 \
+PYTHONUNBUFFERED=1 exec python train.py --config=configs/srgan_mse.py --workdir="${SRGAN_WORKDIR:-workdirs/srgan_mse_x4}" \
   --config.init_from=pretrained/srresnet_x4 \
   --config.data.image_dir="$images" --config.data.in_memory=True \
   --config.train.batch_size=16 --config.train.learning_rate=1e-4 \

@@ -38,6 +38,21 @@ def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformatio
     return optax.adam(learning_rate_schedule(config), b1=config.train.b1, b2=config.train.b2)
 
 
+def _generator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
+    """Adam, with the output convolution's steps scaled by `train.g_tail_lr_scale` when it is not 1.
+
+    At 1 the optimiser is plain Adam, so checkpoints of runs before the field existed resume.
+    """
+    scale = config.train.g_tail_lr_scale
+    if scale == 1.0:
+        return _optimizer(config)
+
+    def is_tail(params: Any) -> Any:  # "tail_conv": the Generator's name for its output convolution
+        return {name: jax.tree.map(lambda _: name == "tail_conv", layer) for name, layer in params.items()}
+
+    return optax.chain(_optimizer(config), optax.masked(optax.scale(scale), is_tail))
+
+
 def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
                  discriminator: nn.Module | None) -> SRState:
     """Fresh parameters and Adam states for G (and D), on the default device.
@@ -48,7 +63,7 @@ def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: n
     lr_size = config.data.hr_size // config.model.scale
     g_vars = jax.jit(functools.partial(generator.init, train=False))(g_rng, jnp.zeros((1, lr_size, lr_size, 3)))
     g = TrainState.create(apply_fn=generator.apply, params=g_vars["params"],
-                          batch_stats=g_vars["batch_stats"], tx=_optimizer(config))
+                          batch_stats=g_vars["batch_stats"], tx=_generator_optimizer(config))
     d = None
     if discriminator is not None:
         hr = config.data.hr_size
