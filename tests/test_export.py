@@ -26,15 +26,12 @@ import sys
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import checkpoints, cli, export, models
-from srgan_jax.configs import quickstart
+from srgan_jax import cli, export
 from srgan_jax.data.images import read_image
 from srgan_jax.errors import UserError
-from srgan_jax.training.state import create_state, generator_variables
 from srgan_jax.upscaling import engine
 
 BLOCKS, FEATURES = 1, 8
@@ -49,21 +46,9 @@ def _data_dir() -> Path:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    config = quickstart.get_config()
-    config.model.num_blocks, config.model.features = BLOCKS, FEATURES
-    config.data.hr_size = 32
-    config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(config)
-    state = create_state(config, jax.random.key(1), generator, None)
-    rng = np.random.default_rng(0)
-    stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
-    state = state.replace(g=state.g.replace(batch_stats=stats))
-    workdir = tmp_path_factory.mktemp("workdir")
-    latest, _ = checkpoints.create_managers(workdir, keep=1)
-    checkpoints.save(latest, 3, state, generator_variables(state), config)
-    latest.wait_until_finished()
-    return workdir
+def checkpoint(tiny_checkpoint) -> Path:
+    """conftest's generator: BLOCKS blocks of FEATURES features, x4."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,13 @@ import pytest
 from PIL import Image
 
 import srgan_jax
-from srgan_jax.configs import quickstart
-from srgan_jax import checkpoints, cli, metrics, models
+from srgan_jax import checkpoints, cli, metrics
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.data.images import read_image
 from srgan_jax.data.imresize import imresize, upscale_nearest
 from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
 from srgan_jax.networks.generator import Generator
-from srgan_jax.training.state import create_state, generator_variables
 from srgan_jax.upscaling import engine, figures, files
 
 # LR receptive-field radius of the 1-block generator: 9x9 head (4) + 2 block convs (2) + body
@@ -34,23 +32,9 @@ def smooth_image(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory) -> Path:
-    """A workdir holding a 1-block, 8-feature generator with non-trivial BatchNorm statistics."""
-    config = quickstart.get_config()
-    config.model.num_blocks, config.model.features = 1, 8
-    config.data.hr_size = 32
-    config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(config)
-    state = create_state(config, jax.random.key(1), generator, None)
-    # Running averages away from (0, 1), so restoring them wrongly would show.
-    rng = np.random.default_rng(0)
-    stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
-    state = state.replace(g=state.g.replace(batch_stats=stats))
-    workdir = tmp_path_factory.mktemp("workdir")
-    latest, _ = checkpoints.create_managers(workdir, keep=1)
-    checkpoints.save(latest, 2, state, generator_variables(state), config)
-    latest.wait_until_finished()
-    return workdir
+def checkpoint(tiny_checkpoint) -> Path:
+    """conftest's 1-block, 8-feature generator with non-trivial BatchNorm statistics."""
+    return tiny_checkpoint
 
 
 @pytest.fixture(scope="module")
