@@ -46,8 +46,9 @@ def get_config() -> ml_collections.ConfigDict:
     # G's 9x9 output convolution's learning rate, as a multiple of train.learning_rate (1 = the
     # paper). Adam moves every weight by about the learning rate per step whatever its size, and
     # that layer's weights are the smallest (mean |w| 0.009 in the shipped SRResNet, 0.035+
-    # elsewhere): in the CPU SRGAN-MSE run it drifted 5x faster than any other layer, and that
-    # drift carries the pixel-shuffle grid (pretrained/README.md, SRGAN-MSE).
+    # elsewhere): in the CPU SRGAN-MSE run it drifted 5x faster than the other layers and carried
+    # most of the step-2,000 pixel-shuffle grid; 0.25 halved the drift but not the grid up to
+    # step 1,200 (pretrained/README.md, SRGAN-MSE).
     config.train.g_tail_lr_scale = 1.0
     config.train.checkpoint_every = 10_000
     config.train.keep_checkpoints = 3
