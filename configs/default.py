@@ -50,6 +50,9 @@ def get_config() -> ml_collections.ConfigDict:
     # most of the step-2,000 pixel-shuffle grid; 0.25 halved the drift but not the grid up to
     # step 1,200 (pretrained/README.md, SRGAN-MSE).
     config.train.g_tail_lr_scale = 1.0
+    # The same for the two pixel-shuffle stages (convs and PReLUs); 1 = the paper. With both at 0
+    # the output stage stays SRResNet's: at step 2,000 it carried the grid (put back, 130 -> 1.7).
+    config.train.g_upsample_lr_scale = 1.0
     config.train.checkpoint_every = 10_000
     config.train.keep_checkpoints = 3
     config.train.log_every = 100

@@ -114,8 +114,9 @@ def validate(config: ml_collections.ConfigDict) -> None:
         problems.append(f"train.lr_boundaries={boundaries} must be increasing step numbers, e.g. (100000,)")
     if not train.learning_rate > 0:
         problems.append(f"train.learning_rate={train.learning_rate} must be > 0")
-    if not train.g_tail_lr_scale > 0:
-        problems.append(f"train.g_tail_lr_scale={train.g_tail_lr_scale} must be > 0")
+    for name in ("g_tail_lr_scale", "g_upsample_lr_scale"):
+        if not train[name] >= 0:
+            problems.append(f"train.{name}={train[name]} must be >= 0 (0 freezes those layers)")
     if model.num_blocks < 1 or model.features < 1:
         problems.append("model.num_blocks and model.features must be >= 1")
     if model.scale < 2 or model.scale & (model.scale - 1):

@@ -23,7 +23,8 @@ from srgan_jax.training.state import create_state, learning_rate_schedule
     ("parallel", "dp", "parallel='dp'"),
     ("model.scale", 3, "power of 2"),
     ("train.learning_rate", 0.0, "learning_rate"),
-    ("train.g_tail_lr_scale", 0.0, r"train.g_tail_lr_scale=0.0 must be > 0"),
+    ("train.g_tail_lr_scale", -0.5, r"train.g_tail_lr_scale=-0.5 must be >= 0"),
+    ("train.g_upsample_lr_scale", float("nan"), r"train.g_upsample_lr_scale=nan must be >= 0"),
     ("train.lr_boundaries", ("abc",), r"lr_boundaries=\('abc',\) must be increasing step numbers"),
     ("train.lr_boundaries", (200, 100), "must be increasing step numbers"),
     ("vgg_weights", "", "needs config.vgg_weights"),
@@ -54,7 +55,7 @@ def test_paper_defaults():
     assert (config.model.num_blocks, config.model.features, config.model.scale) == (16, 64, 4)
     assert (config.train.batch_size, config.train.learning_rate, config.train.num_steps) == (16, 1e-4, 10**6)
     assert (config.train.b1, config.train.b2, config.data.hr_size) == (0.9, 0.999, 96)
-    assert config.train.g_tail_lr_scale == 1.0 and not config.train.d_joint_batch
+    assert config.train.g_tail_lr_scale == config.train.g_upsample_lr_scale == 1.0 and not config.train.d_joint_batch
     gan = srgan.get_config()
     assert (gan.loss.content, gan.loss.adversarial_weight, gan.train.num_steps) == ("vgg54", 1e-3, 200_000)
     schedule = learning_rate_schedule(gan)
@@ -84,21 +85,23 @@ def test_a_process_id_beyond_the_process_count_is_refused():
         config_lib.validate(config)
 
 
-def test_g_tail_lr_scale_scales_only_the_output_convolutions_adam_step():
-    """The same gradients: Adam's updates times the scale on tail_conv (exactly: 0.25 is a power of 2)."""
+def test_output_stage_lr_scales_scale_only_their_layers_adam_steps():
+    """The same gradients: Adam's updates times 0.25 on tail_conv, times 0 on upsample_* (exact)."""
     from srgan_jax.configs import quickstart
 
     config = quickstart.get_config()
     config.model.num_blocks, config.model.features, config.data.hr_size = 1, 8, 32
     generator, _ = models.create_models(config)
     updates = {}
-    for scale in (1.0, 0.25):
-        config.train.g_tail_lr_scale = scale
+    for tail, upsample in ((1.0, 1.0), (0.25, 0.0)):
+        config.train.g_tail_lr_scale, config.train.g_upsample_lr_scale = tail, upsample
         g = create_state(config, jax.random.key(0), generator, None).g
         grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 2.0, p.size).reshape(p.shape), g.params)
-        updates[scale], _ = g.tx.update(grads, g.opt_state, g.params)
+        updates[tail], _ = g.tx.update(grads, g.opt_state, g.params)
+    assert {name for name in updates[1.0] if name.startswith("upsample_")} == {
+        "upsample_0_conv", "upsample_0_prelu", "upsample_1_conv", "upsample_1_prelu"}
     for name in updates[1.0]:
-        ratio = 0.25 if name == "tail_conv" else 1.0
+        ratio = 0.25 if name == "tail_conv" else 0.0 if name.startswith("upsample_") else 1.0
         for full, scaled in zip(jax.tree.leaves(updates[1.0][name]), jax.tree.leaves(updates[0.25][name])):
             np.testing.assert_array_equal(np.asarray(scaled), ratio * np.asarray(full), err_msg=name)
             assert np.abs(np.asarray(full)).max() > 0, name

@@ -39,18 +39,22 @@ def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformatio
 
 
 def _generator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam, with the output convolution's steps scaled by `train.g_tail_lr_scale` when it is not 1.
+    """Adam, with the output stage's steps scaled by `train.g_tail_lr_scale` (the 9x9 output conv)
+    and `train.g_upsample_lr_scale` (the pixel-shuffle stages' convs and PReLUs); 0 freezes them.
 
-    At 1 the optimiser is plain Adam, so checkpoints of runs before the field existed resume.
+    Only a scale that is not 1 adds a transform, so checkpoints of runs without it resume.
     """
-    scale = config.train.g_tail_lr_scale
-    if scale == 1.0:
-        return _optimizer(config)
-
-    def is_tail(params: Any) -> Any:  # "tail_conv": the Generator's name for its output convolution
-        return {name: jax.tree.map(lambda _: name == "tail_conv", layer) for name, layer in params.items()}
-
-    return optax.chain(_optimizer(config), optax.masked(optax.scale(scale), is_tail))
+    groups = {  # the Generator's layer names
+        "tail_conv": (config.train.g_tail_lr_scale, lambda name: name == "tail_conv"),
+        "upsample": (config.train.g_upsample_lr_scale, lambda name: name.startswith("upsample_")),
+    }
+    transforms = [_optimizer(config)]
+    for scale, in_group in groups.values():
+        if scale != 1.0:
+            def mask(params: Any, in_group=in_group) -> Any:
+                return {name: jax.tree.map(lambda _: in_group(name), layer) for name, layer in params.items()}
+            transforms.append(optax.masked(optax.scale(scale), mask))
+    return transforms[0] if len(transforms) == 1 else optax.chain(*transforms)
 
 
 def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
