@@ -68,7 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--method", default=None, choices=["nearest", "bicubic"],
                    help="baseline upscaler (default: the model, plus both baselines)")
     p.add_argument("--checkpoint", action="append", default=None,
-                   help="generator checkpoint or shipped name (srresnet_x4, the default), repeatable")
+                   help="generator checkpoint or shipped name (srresnet_x4, the default; srgan_mse_x4), repeatable")
     p.add_argument("--metrics", type=_csv, default=["psnr", "ssim"], help="comma-separated: psnr,ssim,niqe,lpips")
     p.add_argument("--lpips-weights", default=None,
                    help="converted LPIPS file for --metrics ...,lpips (make it with srgan-jax convert-lpips)")
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
     p.add_argument("--checkpoint", default=None,
-                   help="generator checkpoint or shipped name (srresnet_x4, the default)")
+                   help="generator checkpoint or shipped name (srresnet_x4, the default; srgan_mse_x4)")
     p.add_argument("--tile", type=int, default=128, help="LR tile size in pixels (0: no tiling)")
     p.add_argument("--overlap", type=int, default=16, help="LR overlap between tiles in pixels")
     p.add_argument("--batch", type=int, default=4, help="tiles per forward pass")
@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("compare", help="side-by-side figure: bicubic | models | HR")
     p.add_argument("image", help="HR image (LR is made by MATLAB bicubic /4) or, with --lr, the LR input")
     p.add_argument("--checkpoint", action="append", default=None,
-                   help="checkpoint or shipped name (srresnet_x4), repeatable")
+                   help="checkpoint or shipped name (srresnet_x4, srgan_mse_x4), repeatable")
     p.add_argument("--label", action="append", default=None,
                    help="panel title of each --checkpoint, in order (default: the checkpoint path)")
     p.add_argument("--lr", action="store_true", help="IMAGE is already low resolution (no HR panel)")
@@ -132,7 +132,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("export", help="write a trained generator as StableHLO, SavedModel, TFLite or ONNX")
     p.add_argument("--checkpoint", default=None,
-                   help="generator checkpoint or shipped name (srresnet_x4, the default)")
+                   help="generator checkpoint or shipped name (srresnet_x4, the default; srgan_mse_x4)")
     p.add_argument("--format", required=True, choices=["stablehlo", "savedmodel", "tflite", "onnx"])
     p.add_argument("-o", "--output", required=True, help="the folder to write (must not exist)")
     p.set_defaults(func=_cmd_export)

@@ -60,3 +60,8 @@ def test_setup_cfg_ships_every_subpackage_and_maps_configs_and_pretrained():
     mapping = dict(line.split(" = ") for line in setup["options"]["package_dir"].strip().splitlines())
     assert mapping == {"srgan_jax.configs": "configs", "srgan_jax.pretrained": "pretrained"}
     assert {"srgan_jax.configs", "srgan_jax.pretrained"} <= listed
+    data = [pattern.strip() for pattern in setup["options.package_data"]["srgan_jax.pretrained"].split(",")]
+    generators = [p.name for p in (ROOT / "pretrained").iterdir() if (p / "generator").is_dir()]
+    assert len(generators) >= 2
+    for name in generators:  # a generator left out of the wheel would load in a checkout only
+        assert {f"{name}/*", f"{name}/**/*"} <= set(data), f"pretrained/{name} is not in setup.cfg package_data"

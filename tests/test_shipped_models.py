@@ -3,6 +3,7 @@ from a training checkpoint by `checkpoints.export_generator`."""
 
 import json
 
+import jax
 import numpy as np
 import pytest
 
@@ -11,7 +12,7 @@ from srgan_jax import checkpoints
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 
-SHIPPED = ("srresnet_x4",)
+SHIPPED = ("srgan_mse_x4", "srresnet_x4")
 
 
 def test_every_shipped_generator_is_installed_with_its_checksums():
@@ -33,6 +34,19 @@ def test_a_shipped_generator_loads_by_name_from_any_directory(name, tmp_path, mo
     assert sr.shape == (48, 40, 3) and sr.dtype == np.uint8
 
 
+def test_the_shipped_srgan_is_srresnet_with_a_gan_trained_trunk_and_its_output_stage_unchanged():
+    """Its recipe froze G's output stage (pretrained/README.md, SRGAN-MSE x4): upsample_* and
+    tail_conv must equal the SRResNet's bit for bit, and every other layer must have moved."""
+    srgan = srgan_jax.load_generator("srgan_mse_x4", tile=0).variables
+    srresnet = srgan_jax.load_generator("srresnet_x4", tile=0).variables
+    for name, layer in srresnet["params"].items():
+        same = [np.array_equal(a, b) for a, b in zip(jax.tree.leaves(layer), jax.tree.leaves(srgan["params"][name]))]
+        if name == "tail_conv" or name.startswith("upsample_"):
+            assert all(same), name
+        else:
+            assert not any(same), name
+
+
 def test_an_existing_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "srresnet_x4").mkdir()
@@ -42,7 +56,7 @@ def test_an_existing_path_wins_over_a_shipped_name(tmp_path, monkeypatch):
 
 def test_an_unknown_name_lists_the_shipped_ones(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with pytest.raises(UserError, match="srgan_x4 does not exist: .*shipped generator's name \\(srresnet_x4\\)"):
+    with pytest.raises(UserError, match="srgan_x4 does not exist: .*shipped generator's name \\(srgan_mse_x4, srresnet_x4\\)"):
         checkpoints.find_generator("srgan_x4")
 
 
