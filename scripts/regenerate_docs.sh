@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerates, in place, the committed artefacts the README shows (tracked files change; the
 # README's own example commands write to /tmp instead):
-#   docs   docs/evaluate_srresnet_x4.json and docs/perception_distortion.png (srgan-jax evaluate,
-#          about 2 min on 2 CPU cores), docs/compare_butterfly.png (srgan-jax compare; trains the
+#   docs   docs/evaluate_shipped_x4.json (both shipped generators) and docs/perception_distortion.png
+#          (srgan-jax evaluate, about 4 min on 2 CPU cores), docs/compare_butterfly.png (srgan-jax compare; trains the
 #          quickstart into workdirs/quickstart first when it is not there, 3-8 min)
 #   bench  benchmarks/results/cpu/{g_step,gan_step,infer}_run$RUN.json (srgan-jax benchmark beside
 #          the PyTorch reference, needs torch; RUN defaults to 1) and xla_cpu_convs.json
@@ -17,7 +17,8 @@ case $what in docs|bench|all) ;; *) echo "usage: $0 [docs|bench|all]" >&2; exit 
 
 if [[ $what != bench ]]; then
   srgan-jax evaluate --data-dir "$data" --sets Set5,Set14,BSD100 --metrics psnr,ssim,niqe \
-      --plot docs/perception_distortion.png --json docs/evaluate_srresnet_x4.json
+      --checkpoint srresnet_x4 --checkpoint srgan_mse_x4 \
+      --plot docs/perception_distortion.png --json docs/evaluate_shipped_x4.json
   if [[ ! -d workdirs/quickstart/checkpoints ]]; then
     python train.py --config=configs/quickstart.py --workdir=workdirs/quickstart
   fi

@@ -4,14 +4,14 @@
 #
 #   scripts/srgan_figure.sh DATA_DIR OUT.png [SRGAN_CHECKPOINT]
 #
-# SRGAN_CHECKPOINT: a training workdir or step folder (default: workdirs/srgan_mse_x4, the CPU run of
+# SRGAN_CHECKPOINT: a training workdir or step folder (default: srgan_mse_x4, the shipped generator, made by
 # scripts/train_srgan_mse_cpu.sh).
 # DATA_DIR holds Set14/ and BSD100/ (../shared/data in this checkout). LR is made from each HR image
 # by MATLAB bicubic / 4 (`srgan-jax compare`); captions are Y-PSNR / SSIM of the whole image.
 set -euo pipefail
 data=${1:?usage: scripts/srgan_figure.sh DATA_DIR OUT.png}
 out=${2:?usage: scripts/srgan_figure.sh DATA_DIR OUT.png}
-srgan=${3:-workdirs/srgan_mse_x4}
+srgan=${3:-srgan_mse_x4}
 tmp=$(mktemp -d)
 trap 'rm -rf "$tmp"' EXIT
 panels=()
@@ -19,7 +19,7 @@ for spec in "Set14/baboon.png 40,300,96,96" "BSD100/108005.png 200,130,96,96" "B
   read -r image crop <<< "$spec"
   name=$(basename "$image" .png)
   srgan-jax compare "$data/$image" --checkpoint srresnet_x4 --label "SRResNet (shipped)" \
-    --checkpoint "$srgan" --label "SRGAN-MSE (CPU run)" --crop "$crop" -o "$tmp/$name.png" > /dev/null
+    --checkpoint "$srgan" --label "SRGAN-MSE x4 (shipped)" --crop "$crop" -o "$tmp/$name.png" > /dev/null
   panels+=("$tmp/$name.png")
 done
 python - "$out" "${panels[@]}" <<'EOF'
