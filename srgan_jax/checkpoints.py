@@ -69,6 +69,23 @@ def quiet_closed_event_loops() -> None:
         hook = getattr(module, name)
         if not getattr(hook, "drops_closed_loop_errors", False):
             setattr(module, name, _dropping_closed_loop_errors(hook))
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(isinstance(f, OrbaxOrphanTaskFilter) for f in asyncio_log.filters):
+        asyncio_log.addFilter(OrbaxOrphanTaskFilter())
+
+
+class OrbaxOrphanTaskFilter(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" for Orbax's own write tasks.
+
+    When one array write fails, Orbax raises that failure (reported as one StorageError line)
+    and abandons the sibling writes, which fail with the same cause; asyncio logs each of them,
+    with a traceback, when it collects the task, after the one-line error was printed.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()  # names the task's coroutine and the file it is defined in
+        return not (message.startswith("Task exception was never retrieved")
+                    and f"defined at {os.path.dirname(ocp.__file__)}{os.sep}" in message)
 
 
 def _dropping_closed_loop_errors(hook: Any) -> Any:

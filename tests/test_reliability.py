@@ -1,6 +1,7 @@
 """Reliability of one training process: verified "last good" checkpoints, damaged checkpoints,
 a second Ctrl-C, the workdir lock, storage errors, resumed logs (README "Reliability")."""
 
+import logging
 import functools
 import json
 import os
@@ -341,3 +342,32 @@ def test_a_resumed_run_logs_each_step_once_and_leaves_no_temporary_folders(image
     events = EventAccumulator(str(tmp_path / "tensorboard"))
     events.Reload()
     assert [event.step for event in events.Scalars("g_loss")] == [1, 2, 3, 4]
+
+
+def test_orbax_write_tasks_abandoned_after_a_failure_are_not_logged_but_other_task_errors_are(caplog):
+    """After the one-line StorageError, asyncio would log each abandoned Orbax write's failure
+    with a traceback when it collects the task (seen as a flaky last line of stderr)."""
+    import asyncio
+    import gc
+    import os
+
+    import orbax.checkpoint as ocp
+
+    checkpoints.quiet_closed_event_loops()
+    source = "async def write():\n    raise OSError(27, 'File too large')\n"
+    in_orbax, elsewhere = {}, {}
+    exec(compile(source, os.path.join(os.path.dirname(ocp.__file__), "_writer.py"), "exec"), in_orbax)
+    exec(compile(source, "/elsewhere/writer.py", "exec"), elsewhere)
+
+    def orphan(write):  # a task that failed and that nobody awaits
+        loop = asyncio.new_event_loop()
+        loop.create_task(write())
+        loop.run_until_complete(asyncio.sleep(0))
+        loop.close()
+
+    with caplog.at_level(logging.ERROR, logger="asyncio"):
+        orphan(in_orbax["write"])
+        orphan(elsewhere["write"])
+        gc.collect()
+    messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+    assert len(messages) == 1 and "/elsewhere/writer.py" in messages[0], messages
