@@ -36,7 +36,6 @@ import jax
 import ml_collections
 import numpy as np
 import orbax.checkpoint as ocp
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError, first_line
@@ -156,9 +155,14 @@ def _stored_dtype(x: Any) -> np.dtype:
 
 
 def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variables: Any,
-         config: ml_collections.ConfigDict, metrics: dict | None = None) -> None:
+         config: ml_collections.ConfigDict, metrics: dict | None = None, *, sharding: Any = None) -> None:
     """Save the full state, G's inference variables and the metadata (spec, config, step,
-    checksums) at `step`; StorageError when the save cannot start (see `wait_until_finished`)."""
+    checksums) at `step`; StorageError when the save cannot start (see `wait_until_finished`).
+
+    `sharding`: with several processes, the strategy's replicated sharding over every device of
+    every process (`Strategy.checkpoint_sharding`); the host arrays are placed with it, which is
+    what Orbax writes once from several processes (every process calls `save`).
+    """
     meta = {"model": GeneratorSpec.from_config(config).to_dict(), "config": config.to_dict(), "step": step,
             "checksums": {"state": checksums(state), "generator": checksums(generator_variables)},
             "shapes": {"state": _shapes(state)}}
@@ -167,8 +171,8 @@ def save(manager: ocp.CheckpointManager, step: int, state: Any, generator_variab
         manager.save(
             step,
             args=ocp.args.Composite(
-                state=ocp.args.StandardSave(_replicated(state)),
-                generator=ocp.args.StandardSave(_replicated(generator_variables)),
+                state=ocp.args.StandardSave(_placed(state, sharding)),
+                generator=ocp.args.StandardSave(_placed(generator_variables, sharding)),
                 meta=ocp.args.JsonSave(meta),
             ),
             metrics=metrics,
@@ -182,12 +186,11 @@ def close(manager: ocp.CheckpointManager) -> None:
         manager.close()
 
 
-def _replicated(tree: Any) -> Any:
-    """Host arrays as one array replicated over every device of every process, which is what
-    Orbax writes once from several processes (every process calls `save`)."""
+def _placed(tree: Any, sharding: Any) -> Any:
     if jax.process_count() == 1:
         return tree
-    sharding = NamedSharding(Mesh(np.asarray(jax.devices()), ("devices",)), PartitionSpec())
+    if sharding is None:
+        raise ValueError("checkpoints.save: several processes need the strategy's checkpoint_sharding")
     return jax.device_put(jax.tree.map(_canonical, tree), sharding)
 
 

@@ -79,6 +79,21 @@ class MeshStrategy:
         """`fn(variables, batch)` jitted: variables replicated, batch sharded, nothing donated."""
         return xla_cpu.jit(fn, in_shardings=(self.replicated, self.sharded))
 
+    def wrap_init(self, fn: Callable) -> Callable:
+        """`fn(rng, *inputs)` (a model's `init`) jitted: one compilation, not one per operation."""
+        return xla_cpu.jit(fn)
+
+    def wrap_validation(self, fn: Callable) -> Callable:
+        """`fn(variables, lr)` on one image over the mesh: `variables` as placed by `place_state`
+        (or host arrays), `lr` a host array; returns the output replicated."""
+        compiled = xla_cpu.jit(fn, in_shardings=(self.replicated, self.replicated), out_shardings=self.replicated)
+        return lambda variables, lr: compiled(variables, self.place_state(lr))
+
+    @property
+    def checkpoint_sharding(self) -> NamedSharding:
+        """Replicated over every device of every process: what a multi-process save writes once."""
+        return self.replicated
+
     def place_state(self, tree: Any) -> Any:
         """Place a pytree on every device of the mesh (works across hosts)."""
         return jax.device_put(jax.tree.map(np.asarray, tree), self.replicated)
@@ -120,6 +135,21 @@ class PmapStrategy:
         """`fn(variables, batch)` under pmap: replicated variables, split batch."""
         return jax.pmap(fn, axis_name=PMAP_AXIS)
 
+    def wrap_init(self, fn: Callable) -> Callable:
+        """`fn(rng, *inputs)` (a model's `init`) jitted on the default device; `place_state` replicates it."""
+        return xla_cpu.jit(fn)
+
+    def wrap_validation(self, fn: Callable) -> Callable:
+        """`fn(variables, lr)` on one image, the same on every local device: `variables` as placed
+        by `place_state`, `lr` a host array; returns the first device's output."""
+        mapped = jax.pmap(fn)
+        return lambda variables, lr: self.to_host(mapped(variables, self.place_state(lr)))
+
+    @property
+    def checkpoint_sharding(self) -> NamedSharding:
+        """Replicated over every device of every process: what a multi-process save writes once."""
+        return NamedSharding(Mesh(np.asarray(jax.devices()), (PMAP_AXIS,)), PartitionSpec())
+
     def place_state(self, tree: Any) -> Any:
         """Copy a pytree onto every local device (leading device axis)."""
         return jax_utils.replicate(tree)
@@ -147,8 +177,13 @@ class PmapStrategy:
 Strategy = MeshStrategy | PmapStrategy
 
 
-def create_strategy(name: str) -> Strategy:
-    """config.parallel -> its strategy: "mesh" (jit over all devices) or "pmap"."""
+def create_strategy(name: str, global_batch: int | None = None) -> Strategy:
+    """config.parallel -> its strategy: "mesh" (jit over all devices) or "pmap".
+
+    `global_batch` (training): checked to split evenly over the devices and processes first.
+    """
+    if global_batch is not None:
+        check_batch_size(global_batch, jax.device_count(), jax.process_count())
     if name == "mesh":
         return MeshStrategy()
     if name == "pmap":

@@ -9,10 +9,11 @@ import numpy as np
 import pytest
 
 from srgan_jax.configs import quickstart
-from srgan_jax import checkpoints, models
+from srgan_jax import checkpoints, models, parallel
 from srgan_jax.config import GeneratorSpec
 from srgan_jax.errors import UserError
 from srgan_jax.training import loop
+from srgan_jax.training.monitor import Monitor
 from srgan_jax.training.state import generator_variables
 
 
@@ -85,7 +86,8 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
     config = tiny_config(image_dir, num_steps=1, pretrain_steps=0)
     config.init_from = str(tmp_path / "srresnet")
     generator, discriminator = models.create_models(config, None)
-    state, step = loop._restore_or_initialise(config, tmp_path / "srgan", generator, discriminator)
+    state, step = loop._restore_or_initialise(config, tmp_path / "srgan", parallel.MeshStrategy(), generator,
+                                              discriminator)
     assert step == 0
     for a, b in zip(leaves(pretrained.g.params), leaves(state.g.params), strict=True):
         np.testing.assert_array_equal(a, b)
@@ -134,7 +136,7 @@ def test_the_progress_bar_counts_finished_steps_not_dispatched_ones(tmp_path):
     x = jnp.eye(384) * 0.5
     slow(x)["loss"].block_until_ready()  # compiled
     dispatched, finished_when_counted = [], []
-    with loop._Monitor(tiny_config(tmp_path, num_steps=8), tmp_path, 0) as monitor:
+    with Monitor(8, tmp_path, 0) as monitor:
         update = monitor._progress.update
 
         def counting(n=1):
@@ -146,6 +148,26 @@ def test_the_progress_bar_counts_finished_steps_not_dispatched_ones(tmp_path):
             dispatched.append(slow(x))
             monitor.record(step, dispatched[-1])
         assert monitor._progress.n < 8  # the device is behind (so the test can fail)
-        monitor.check(lambda tree: tree, write=True)  # waits: the bar moves a step at a time meanwhile
+        assert monitor.check(lambda tree: tree, write=True) is None  # waits: the bar moves a step at a time
         assert monitor._progress.n == 8
     assert finished_when_counted == [True] * 8
+
+
+def test_the_host_runs_at_most_two_steps_ahead_of_the_device(tmp_path):
+    """A stop (time limit, signal) is seen when a step is dispatched; with the host a logging
+    interval ahead, a 690 s limit stopped a CPU run after 748 s. Dispatch now waits while more
+    than MAX_IN_FLIGHT steps are unfinished."""
+    from srgan_jax.training import monitor as monitor_lib
+
+    slow = jax.jit(lambda x: {"loss": jnp.sum(jnp.linalg.matrix_power(x, 64))})  # ~0.1 s on a CPU core
+    x = jnp.eye(384) * 0.5
+    slow(x)["loss"].block_until_ready()  # compiled
+    dispatched, unfinished = [], []
+    with Monitor(20, tmp_path, 0) as monitor:
+        for step in range(1, 21):
+            dispatched.append(slow(x))
+            monitor.record(step, dispatched[-1])
+            unfinished.append(sum(not m["loss"].is_ready() for m in dispatched))
+        assert monitor.check(lambda tree: tree, write=False) is None
+    assert max(unfinished) <= monitor_lib.MAX_IN_FLIGHT == 2
+    assert max(unfinished) >= 1  # the device was behind at some point, so the bound was exercised

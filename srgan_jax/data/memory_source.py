@@ -59,13 +59,12 @@ class CropSampler:
 
     `batch(step)` returns {"lr": float32 [B, hr/scale, hr/scale, 3] in [0, 1],
     "hr": float32 [B, hr, hr, 3] in [-1, 1]}: each crop from a distinct image when there
-    are at least B images (SPEC), LR by MATLAB-exact bicubic of the crop.
+    are at least B images (SPEC), LR by MATLAB-exact bicubic of the crop. `hr_size` is a
+    multiple of `scale` (`config.validate`).
     """
 
     def __init__(self, images: Sequence[np.ndarray], *, hr_size: int, scale: int, batch_size: int,
                  seed: int, augment: bool = False, process_index: int = 0):
-        if hr_size % scale:
-            raise UserError(f"hr_size {hr_size} is not a multiple of the scale {scale}")
         usable = [im for im in images if im.shape[0] >= hr_size and im.shape[1] >= hr_size]
         if len(usable) < len(images):
             logging.warning("skipping %d images smaller than the %dx%d crop", len(images) - len(usable),

@@ -236,14 +236,28 @@ def _make_pair_fn(hr_size: int, scale: int, augment: bool, with_dataset_lr: bool
     return make_pair
 
 
+def _count_usable(usable: tf.data.Dataset, where: str, hr_size: int, batch_size: int) -> int:
+    """How many of the images are big enough (`usable`: one bool each); UserError when none is."""
+    total, kept = usable.reduce(
+        (np.int64(0), np.int64(0)), lambda counts, ok: (counts[0] + 1, counts[1] + tf.cast(ok, tf.int64)))
+    total, kept = int(total), int(kept)
+    if kept < total:
+        logging.warning("skipping %d of %d training images smaller than the %dx%d crop in %s",
+                        total - kept, total, hr_size, hr_size, where)
+    if not kept:
+        raise UserError(f"no training image in {where} is at least {hr_size}x{hr_size}: "
+                        "lower config.data.hr_size or add larger images")
+    if kept < batch_size:
+        logging.warning("only %d usable training images for a batch of %d: batches repeat images", kept, batch_size)
+    return kept
+
+
 def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, seed: int,
                          start_step: int = 0, process_index: int | None = None,
                          process_count: int | None = None) -> tf.data.Dataset:
     """Infinite tf.data.Dataset of this process's batches from `start_step` on (see module doc)."""
     _hide_gpus_from_tf()
-    hr_size = data_config.hr_size
-    if hr_size % scale:
-        raise UserError(f"config.data.hr_size={hr_size} is not a multiple of the scale {scale}: change it")
+    hr_size = data_config.hr_size  # a multiple of the scale (`config.validate`)
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
     builder, hr_key, lr_key = _builder(data_config)
@@ -265,18 +279,8 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
         return tf.reduce_all(_encoded_hw(hr_bytes) >= hr_size)
 
     records = records.map(select, num_parallel_calls=tf.data.AUTOTUNE)
-    total, kept = records.map(big_enough, num_parallel_calls=tf.data.AUTOTUNE).reduce(
-        (np.int64(0), np.int64(0)), lambda counts, ok: (counts[0] + 1, counts[1] + tf.cast(ok, tf.int64)))
-    total, kept = int(total), int(kept)
-    name = data_config.image_dir or data_config.tfds_name
-    if kept < total:
-        logging.warning("skipping %d of %d training images smaller than the %dx%d crop (%s, process %d)",
-                        total - kept, total, hr_size, hr_size, name, process_index)
-    if not kept:
-        raise UserError(f"no training image in {name} (process {process_index}) is at least {hr_size}x{hr_size}: "
-                        "lower config.data.hr_size or add larger images")
-    if kept < batch_size:
-        logging.warning("only %d usable training images for a batch of %d: batches repeat images", kept, batch_size)
+    where = f"{data_config.image_dir or data_config.tfds_name} (process {process_index})"
+    kept = _count_usable(records.map(big_enough, num_parallel_calls=tf.data.AUTOTUNE), where, hr_size, batch_size)
 
     def indexed_filter(position: tf.Tensor, pair: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
         del position  # Kept in the element: it keys the crop.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable
 
 import flax
 import flax.linen as nn
@@ -58,20 +58,21 @@ def _generator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTra
 
 
 def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
-                 discriminator: nn.Module | None) -> SRState:
-    """Fresh parameters and Adam states for G (and D), on the default device.
+                 discriminator: nn.Module | None, jit: Callable[[Callable], Callable] = jax.jit) -> SRState:
+    """Fresh parameters and Adam states for G (and D).
 
-    `init` runs jitted: one compilation instead of one per operation (seconds on a CPU).
+    `init` runs compiled by `jit` (training passes its strategy's `wrap_init`): one compilation
+    instead of one per operation (seconds on a CPU).
     """
     g_rng, d_rng = jax.random.split(rng)
     lr_size = config.data.hr_size // config.model.scale
-    g_vars = jax.jit(functools.partial(generator.init, train=False))(g_rng, jnp.zeros((1, lr_size, lr_size, 3)))
+    g_vars = jit(functools.partial(generator.init, train=False))(g_rng, jnp.zeros((1, lr_size, lr_size, 3)))
     g = TrainState.create(apply_fn=generator.apply, params=g_vars["params"],
                           batch_stats=g_vars["batch_stats"], tx=_generator_optimizer(config))
     d = None
     if discriminator is not None:
         hr = config.data.hr_size
-        d_vars = jax.jit(functools.partial(discriminator.init, train=False))(d_rng, jnp.zeros((1, hr, hr, 3)))
+        d_vars = jit(functools.partial(discriminator.init, train=False))(d_rng, jnp.zeros((1, hr, hr, 3)))
         d = TrainState.create(apply_fn=discriminator.apply, params=d_vars["params"],
                               batch_stats=d_vars["batch_stats"], tx=_optimizer(config))
     return SRState(g=g, d=d)

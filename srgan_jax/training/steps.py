@@ -44,6 +44,19 @@ def generator_train_step(state: SRState, batch: dict, *, content_loss: ContentLo
     return state.replace(g=g), _pmean(step_metrics, axis_name)
 
 
+def _discriminate(d_state: Any, params: Any, batch_stats: Any, real: jax.Array, fake: jax.Array, *,
+                  joint: bool) -> tuple[jax.Array, jax.Array, Any]:
+    """(real logits, fake logits, D's new batch statistics), D in training mode: one call on
+    [real; fake] (`joint`), or a call on each, the second with the first's statistics."""
+    apply = functools.partial(d_state.apply_fn, train=True, mutable=["batch_stats"])
+    if joint:
+        logits, updates = apply({"params": params, "batch_stats": batch_stats}, jnp.concatenate([real, fake]))
+        return logits[:real.shape[0]], logits[real.shape[0]:], updates["batch_stats"]
+    real_logits, updates = apply({"params": params, "batch_stats": batch_stats}, real)
+    fake_logits, updates = apply({"params": params, "batch_stats": updates["batch_stats"]}, fake)
+    return real_logits, fake_logits, updates["batch_stats"]
+
+
 def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, adversarial_weight: float,
                    d_joint_batch: bool = False, axis_name: str | None = None) -> tuple[SRState, dict]:
     """One D update then one G update (k = 1), SPEC "Losses".
@@ -59,16 +72,7 @@ def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, ad
     within the fake batch, so D cannot learn to penalise it.
     """
     hr = batch["hr"]
-
-    def discriminate(d_state, params, batch_stats, real, fake):
-        """(real logits, fake logits, D's new batch statistics) in training mode."""
-        apply = functools.partial(d_state.apply_fn, train=True, mutable=["batch_stats"])
-        if d_joint_batch:
-            logits, updates = apply({"params": params, "batch_stats": batch_stats}, jnp.concatenate([real, fake]))
-            return logits[:real.shape[0]], logits[real.shape[0]:], updates["batch_stats"]
-        real_logits, updates = apply({"params": params, "batch_stats": batch_stats}, real)
-        fake_logits, updates = apply({"params": params, "batch_stats": updates["batch_stats"]}, fake)
-        return real_logits, fake_logits, updates["batch_stats"]
+    discriminate = functools.partial(_discriminate, joint=d_joint_batch)
 
     def generate(params):
         sr, updates = state.g.apply_fn({"params": params, "batch_stats": state.g.batch_stats},

@@ -8,12 +8,11 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import ml_collections
 import numpy as np
 from PIL import Image
 
-from srgan_jax import metrics, xla_cpu
+from srgan_jax import metrics, parallel
 from srgan_jax.data import memory_source
 from srgan_jax.data.images import mod_crop
 from srgan_jax.data.imresize import imresize
@@ -39,7 +38,7 @@ def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str,
     results = {}
     for name, hr in images.items():
         lr = imresize(hr, 1.0 / scale)
-        sr = metrics.sr_to_uint8(upscale(jnp.asarray(lr[None], jnp.float32) / 255.0))[0]
+        sr = metrics.sr_to_uint8(np.asarray(upscale(np.asarray(lr[None], np.float32) / 255.0)))[0]
         bicubic = imresize(lr, float(scale))
         results[name] = {"psnr": metrics.psnr(sr, hr, crop_border=scale),
                          "bicubic_psnr": metrics.psnr(bicubic, hr, crop_border=scale), "sr": sr}
@@ -47,14 +46,16 @@ def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str,
 
 
 class Validator:
-    """`validator(variables)` -> `Results` for G's inference `variables` on the held-out images."""
+    """`validator(variables)` -> `Results` for G's inference `variables` (as the strategy placed
+    the state, or host arrays) on the held-out images, computed where the strategy runs it."""
 
-    def __init__(self, images: dict[str, np.ndarray], generator: nn.Module, scale: int):
+    def __init__(self, images: dict[str, np.ndarray], generator: nn.Module, scale: int,
+                 strategy: parallel.Strategy):
         self.images, self.scale = images, scale
-        self._upscale = xla_cpu.jit(functools.partial(eval_step, generator=generator))
+        self._upscale = strategy.wrap_validation(functools.partial(eval_step, generator=generator))
 
     def __call__(self, variables: dict) -> Results:
-        return evaluate_images(functools.partial(self._upscale, jax.device_get(variables)), self.images, self.scale)
+        return evaluate_images(functools.partial(self._upscale, variables), self.images, self.scale)
 
 
 def mean_psnr(results: Results) -> dict[str, float]:
