@@ -21,6 +21,7 @@ from srgan_jax.networks.vgg19 import LAYER_NAMES
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONTENT_LOSSES = ("mse", "vgg22", "vgg54")
 PARALLEL = ("mesh", "pmap")
+SCALES = (2, 3, 4, 8)  # x2 pixel-shuffle stages for 2, 4, 8; one x3 stage for 3
 
 
 @dataclasses.dataclass(frozen=True)
@@ -119,8 +120,8 @@ def validate(config: ml_collections.ConfigDict) -> None:
             problems.append(f"train.{name}={train[name]} must be >= 0 (0 freezes those layers)")
     if model.num_blocks < 1 or model.features < 1:
         problems.append("model.num_blocks and model.features must be >= 1")
-    if model.scale < 2 or model.scale & (model.scale - 1):
-        problems.append(f"model.scale={model.scale} must be a power of 2 (4 in the paper)")
+    if model.scale not in SCALES:
+        problems.append(f"model.scale={model.scale} must be one of {SCALES} (4 in the paper)")
     elif data.hr_size % model.scale or data.hr_size < model.scale:
         problems.append(f"data.hr_size={data.hr_size} must be a multiple of model.scale={model.scale}")
     if uses_gan(config) and data.hr_size % 16:

@@ -21,7 +21,7 @@ from srgan_jax.training.state import create_state, learning_rate_schedule
     ("data.hr_size", 98, "multiple of model.scale"),
     ("dtype", "float16", "dtype='float16'"),
     ("parallel", "dp", "parallel='dp'"),
-    ("model.scale", 3, "power of 2"),
+    ("model.scale", 6, r"model.scale=6 must be one of \(2, 3, 4, 8\)"),
     ("train.learning_rate", 0.0, "learning_rate"),
     ("train.g_tail_lr_scale", -0.5, r"train.g_tail_lr_scale=-0.5 must be >= 0"),
     ("train.g_upsample_lr_scale", float("nan"), r"train.g_upsample_lr_scale=nan must be >= 0"),

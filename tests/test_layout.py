@@ -65,3 +65,41 @@ def test_setup_cfg_ships_every_subpackage_and_maps_configs_and_pretrained():
     assert len(generators) >= 2
     for name in generators:  # a generator left out of the wheel would load in a checkout only
         assert {f"{name}/*", f"{name}/**/*"} <= set(data), f"pretrained/{name} is not in setup.cfg package_data"
+
+
+def _calls_named(path: Path, name: str) -> list[int]:
+    """Line numbers of calls to `name(...)` or `<anything>.name(...)` in `path`."""
+    lines = []
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Call):
+            func = node.func
+            if (isinstance(func, ast.Name) and func.id == name) or (isinstance(func, ast.Attribute) and func.attr == name):
+                lines.append(node.lineno)
+    return lines
+
+
+def _package_sources() -> list[Path]:
+    return [p for p in PACKAGE.rglob("*.py") if not p.relative_to(PACKAGE).parts[0] in ("configs", "pretrained")]
+
+
+def test_only_the_parallel_strategy_builds_a_mesh():
+    for path in _package_sources():
+        if path.name != "parallel.py":
+            assert not _calls_named(path, "Mesh"), f"{path.relative_to(ROOT)} builds a Mesh: ask the strategy"
+
+
+def test_only_the_command_line_knows_argparse_and_absl():
+    for path in _package_sources():
+        if path.name != "cli.py":
+            flags = {name for name in imported_modules(path) if name.split(".")[0] in ("argparse", "absl")}
+            assert not flags, f"{path.relative_to(ROOT)} imports {sorted(flags)}: take typed arguments"
+
+
+def test_functions_stay_short_and_the_loop_reads_in_one_sitting():
+    long = []
+    for path in _package_sources():
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)) and node.end_lineno - node.lineno + 1 > 60:
+                long.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name} ({node.end_lineno - node.lineno + 1})")
+    assert not long, f"functions over 60 lines: {long}"
+    assert len((PACKAGE / "training" / "loop.py").read_text().splitlines()) < 200
