@@ -1,10 +1,10 @@
 """The training loop: `train_and_evaluate(config, workdir)`, one way through.
 
 validate -> strategy -> restore or initialise (the step is now known) -> the input pipeline,
-built once from that step -> the loop. The workdir holds `checkpoints/` (the newest
-`train.keep_checkpoints`), `best/` (best validation PSNR, when validation images are
-configured), `metrics.jsonl` and TensorBoard events, the final validation samples, `lock`
-while a run holds it, and `damaged/` for checkpoints that failed verification.
+built once from that step -> the loop. The workdir holds `checkpoints/`, `best/` (best
+validation PSNR, with validation images), `metrics.jsonl` and TensorBoard events, the final
+validation samples, `lock` while a run holds it, and `damaged/` (checkpoints that failed
+verification).
 """
 
 from __future__ import annotations
@@ -103,7 +103,8 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
     if reason and stop.signal_number:  # a signal, not the time limit, stopped the loop
         raise Interrupted(stop.signal_number, step, final)
     if validator and step == num_steps:
-        validation.write_samples(workdir, validator(generator_variables(final)), config.model.scale)
+        results = validator(generator_variables(strategy.place_state(final)))
+        validation.write_samples(workdir, results, config.model.scale)
     return final
 
 

@@ -46,8 +46,8 @@ def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str,
 
 
 class Validator:
-    """`validator(variables)` -> `Results` for G's inference `variables` (as the strategy placed
-    the state, or host arrays) on the held-out images, computed where the strategy runs it."""
+    """`validator(variables)` -> `Results` for G's inference `variables`, placed as the strategy
+    places the state (`place_state`), on the held-out images, computed where the strategy runs it."""
 
     def __init__(self, images: dict[str, np.ndarray], generator: nn.Module, scale: int,
                  strategy: parallel.Strategy):
