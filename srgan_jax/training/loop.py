@@ -61,9 +61,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
         batches = create_train_iterator(config, config.train.batch_size // jax.process_count(), step)
         with CheckpointPolicy(workdir, config, strategy, validator is not None, step) as saver:
-            final = _train(config, workdir, strategy, train_steps, validator, saver, state, step,
-                           strategy.place_batches(batches))
-    return final
+            return _train(config, workdir, strategy, train_steps, validator, saver, state, step,
+                          strategy.place_batches(batches))
 
 
 def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
