@@ -1,8 +1,8 @@
 """Interpreting a training config (`configs/*.py`): validation, compute dtype, generator spec.
 
-The only module that knows what the config fields mean beyond reading them: the rest of the
-package asks it (`validate`, `compute_dtype`, `GeneratorSpec.from_config`, `uses_gan`,
-`vgg_layer`) instead of interpreting fields itself.
+The only module that knows what the config fields mean beyond reading them: training reads
+the `RunSpec` that `run_spec` resolves; the rest of the package asks `compute_dtype`,
+`GeneratorSpec.from_config`, `uses_gan` and `vgg_layer` instead of interpreting fields itself.
 """
 
 from __future__ import annotations
@@ -46,6 +46,119 @@ class GeneratorSpec:
 
     def to_dict(self) -> dict[str, int]:
         return dataclasses.asdict(self)
+
+
+@dataclasses.dataclass(frozen=True)
+class Schedule:
+    """Which step is which: G-only or GAN, sync (metrics written, stop agreed), checkpoint, validation."""
+
+    num_steps: int
+    pretrain_steps: int
+    gan: bool  # a discriminator is trained (an adversarial weight above 0)
+    log_every: int
+    checkpoint_every: int
+    eval_every: int
+    time_limit_s: float  # 0: none
+
+    def is_gan_step(self, step: int) -> bool:
+        """Whether the step taken from `step` trains D and G (else G alone on the content loss)."""
+        return self.gan and step >= self.pretrain_steps
+
+    def is_checkpoint_step(self, step: int) -> bool:
+        return step % self.checkpoint_every == 0 or step == self.num_steps
+
+    def is_sync_step(self, step: int) -> bool:
+        return step % self.log_every == 0 or self.is_checkpoint_step(step)
+
+    def is_eval_step(self, step: int) -> bool:
+        return step % self.eval_every == 0 or step == self.num_steps
+
+
+@dataclasses.dataclass(frozen=True)
+class Optimizer:
+    """Adam with a piecewise-constant learning rate; G's output stage may take smaller steps."""
+
+    learning_rate: float
+    boundaries: tuple[int, ...]  # steps where the rate is multiplied by `decay`
+    decay: float
+    b1: float
+    b2: float
+    g_tail_lr_scale: float  # G's 9x9 output conv (0 freezes it)
+    g_upsample_lr_scale: float  # G's pixel-shuffle stages (0 freezes them)
+
+
+@dataclasses.dataclass(frozen=True)
+class ImageSource:
+    """Images decoded into memory: scikit-image samples by name, else the files of a folder."""
+
+    skimage_names: tuple[str, ...] = ()
+    folder: str = ""
+
+
+@dataclasses.dataclass(frozen=True)
+class Distributed:
+    """Several processes as one run; None fields come from the cluster manager."""
+
+    enabled: bool
+    coordinator_address: str | None
+    num_processes: int | None
+    process_id: int | None
+    timeout_s: float
+
+
+@dataclasses.dataclass(frozen=True)
+class RunSpec:
+    """A training config, checked and resolved once (`run_spec`); the loop and its parts read this.
+
+    `train_images` is the in-memory source (None: the tf.data pipeline over `config.data`);
+    `eval_images` the validation images (None: no validation).
+    """
+
+    generator: GeneratorSpec
+    dtype: Any
+    schedule: Schedule
+    optimizer: Optimizer
+    batch_size: int  # global, over every device of every process
+    seed: int
+    hr_size: int
+    augment: bool
+    train_images: ImageSource | None
+    eval_images: ImageSource | None
+    init_from: str
+    pmap: bool  # jax.pmap instead of jit over a mesh
+    d_joint_batch: bool
+    adversarial_weight: float
+    distributed: Distributed
+
+
+def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
+    """`validate(config)`, then the resolved spec."""
+    validate(config)
+    train, data = config.train, config.data
+    train_images = ImageSource(tuple(data.skimage_images), data.image_dir) if data.in_memory else None
+    eval_images = None
+    if config.eval.skimage_images or config.eval.image_dir:
+        eval_images = ImageSource(tuple(config.eval.skimage_images), config.eval.image_dir)
+    return RunSpec(
+        generator=GeneratorSpec.from_config(config), dtype=DTYPES[config.dtype],
+        schedule=Schedule(num_steps=train.num_steps, pretrain_steps=train.pretrain_steps, gan=uses_gan(config),
+                          log_every=train.log_every, checkpoint_every=train.checkpoint_every,
+                          eval_every=config.eval.every, time_limit_s=float(train.time_limit_s)),
+        optimizer=Optimizer(learning_rate=train.learning_rate, boundaries=tuple(int(b) for b in train.lr_boundaries),
+                            decay=train.lr_decay, b1=train.b1, b2=train.b2, g_tail_lr_scale=train.g_tail_lr_scale,
+                            g_upsample_lr_scale=train.g_upsample_lr_scale),
+        batch_size=train.batch_size, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
+        train_images=train_images, eval_images=eval_images, init_from=config.init_from,
+        pmap=config.parallel == "pmap", d_joint_batch=train.d_joint_batch,
+        adversarial_weight=config.loss.adversarial_weight, distributed=_distributed(config.distributed))
+
+
+def _distributed(distributed: ml_collections.ConfigDict) -> Distributed:
+    """0 processes and process id -1 mean "from the cluster manager" (None), as does an empty address."""
+    return Distributed(enabled=distributed.enabled, coordinator_address=distributed.coordinator_address or None,
+                       num_processes=distributed.num_processes or None,
+                       process_id=None if distributed.process_id < 0 else distributed.process_id,
+                       timeout_s=float(distributed.timeout_s))
 
 
 def compute_dtype(name: str) -> Any:
@@ -94,6 +207,10 @@ def validate(config: ml_collections.ConfigDict) -> None:
     elif loss.content != "mse" and not config.vgg_weights:
         problems.append(f"loss.content={loss.content!r} needs config.vgg_weights, a VGG19 file made by "
                         "`srgan-jax convert-vgg19` (pretrained/README.md)")
+    if data.in_memory and not (data.skimage_images or data.image_dir):
+        problems.append("data.in_memory needs data.image_dir or data.skimage_images")
+    if config.eval.every < 1:
+        problems.append(f"eval.every={config.eval.every} must be >= 1")
     if config.dtype not in DTYPES:
         problems.append(f"dtype={config.dtype!r} is not one of {tuple(DTYPES)}")
     if config.parallel not in PARALLEL:

@@ -15,24 +15,20 @@ import sys
 from typing import NoReturn
 
 import jax
-import ml_collections
 import numpy as np
 from jax.experimental import multihost_utils
 
+from srgan_jax.config import Distributed
 from srgan_jax.errors import UserError, first_line
 
 
-def initialize(distributed: ml_collections.ConfigDict) -> None:
-    """`jax.distributed.initialize` from `config.distributed` (empty fields: the cluster manager's values)."""
+def initialize(distributed: Distributed) -> None:
+    """`jax.distributed.initialize` with the spec's settings (None: the cluster manager's values)."""
     if not distributed.enabled:
         return
-    kwargs = {}
-    if distributed.coordinator_address:
-        kwargs["coordinator_address"] = distributed.coordinator_address
-    if distributed.num_processes:
-        kwargs["num_processes"] = distributed.num_processes
-    if distributed.process_id >= 0:
-        kwargs["process_id"] = distributed.process_id
+    kwargs = {name: value for name, value in (("coordinator_address", distributed.coordinator_address),
+                                               ("num_processes", distributed.num_processes),
+                                               ("process_id", distributed.process_id)) if value is not None}
     timeout = max(1, int(distributed.timeout_s))
     try:
         jax.distributed.initialize(**kwargs, heartbeat_timeout_seconds=timeout, shutdown_timeout_seconds=timeout)

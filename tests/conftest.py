@@ -45,6 +45,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     import jax.numpy as jnp
 
     from srgan_jax import checkpoints, models
+    from srgan_jax.config import run_spec
     from srgan_jax.configs import quickstart
     from srgan_jax.training.state import create_state, generator_variables
 
@@ -53,7 +54,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     config.data.hr_size = 32
     config.loss.adversarial_weight = 0.0
     generator, _ = models.create_models(config)
-    state = create_state(config, jax.random.key(1), generator, None)
+    state = create_state(run_spec(config), jax.random.key(1), generator, None)
     rng = np.random.default_rng(0)
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
     state = state.replace(g=state.g.replace(batch_stats=stats))
@@ -72,8 +73,8 @@ def signal_at_batch(monkeypatch):
     def arm(sig: int, index: int = 3) -> None:
         batches = loop.create_train_iterator
 
-        def batches_then_signal(config, batch_size, start_step):
-            for i, batch in enumerate(batches(config, batch_size, start_step)):
+        def batches_then_signal(*args):
+            for i, batch in enumerate(batches(*args)):
                 if i == index:
                     os.kill(os.getpid(), sig)
                 yield batch

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from srgan_jax.config import run_spec
 from srgan_jax import parallel
 from srgan_jax.configs import quickstart
 from srgan_jax.models import create_models
@@ -61,7 +62,7 @@ def main(out_path):
     pmap = parallel.PmapStrategy()
     pmap_generator, pmap_discriminator = create_models(config, pmap.bn_axis_name)
     # x64 makes some initialisers float64: cast, so every run but the reference is float32.
-    state = cast(create_state(config, jax.random.key(0), generator, discriminator), jnp.float32)
+    state = cast(create_state(run_spec(config), jax.random.key(0), generator, discriminator), jnp.float32)
     pmap_state = state.replace(g=state.g.replace(apply_fn=pmap_generator.apply),
                                d=state.d.replace(apply_fn=pmap_discriminator.apply))
     g64 = Generator(num_blocks=1, features=8, dtype=jnp.float64)

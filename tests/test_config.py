@@ -9,7 +9,7 @@ import numpy as np
 from srgan_jax.configs import default, srgan
 from srgan_jax import config as config_lib
 from srgan_jax import models
-from srgan_jax.config import GeneratorSpec
+from srgan_jax.config import GeneratorSpec, run_spec
 from srgan_jax.errors import UserError
 from srgan_jax.training.state import create_state, learning_rate_schedule
 
@@ -42,12 +42,44 @@ def test_bad_config_values_fail_before_compilation(field, value, message):
         config_lib.validate(config)
 
 
-def test_every_shipped_config_is_valid():
-    for module in (default, srgan):
-        config = module.get_config()
+def test_every_shipped_config_is_valid_and_resolves():
+    import importlib
+    from pathlib import Path
+
+    names = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "configs").glob("*.py") if p.stem != "__init__")
+    assert {"default", "quickstart", "srresnet", "srgan", "srgan_mse"} <= set(names)
+    for name in names:
+        config = importlib.import_module(f"srgan_jax.configs.{name}").get_config()
         if config.loss.content != "mse":
             config.vgg_weights = "vgg19.msgpack"
-        config_lib.validate(config)
+        spec = run_spec(config)  # validates
+        assert spec.generator == GeneratorSpec.from_config(config), name
+        assert spec.schedule.gan == (config.loss.adversarial_weight > 0), name
+        assert spec.generator.scale in config_lib.SCALES and spec.hr_size % spec.generator.scale == 0, name
+
+
+def test_the_schedule_says_which_step_is_which():
+    config = srgan.get_config()
+    config.vgg_weights = "vgg19.msgpack"
+    config.train.num_steps, config.train.pretrain_steps = 10, 3
+    config.train.log_every, config.train.checkpoint_every, config.eval.every = 2, 5, 4
+    schedule = run_spec(config).schedule
+    assert [schedule.is_gan_step(s) for s in range(6)] == [False, False, False, True, True, True]
+    assert [s for s in range(1, 11) if schedule.is_sync_step(s)] == [2, 4, 5, 6, 8, 10]
+    assert [s for s in range(1, 11) if schedule.is_checkpoint_step(s)] == [5, 10]
+    assert [s for s in range(1, 11) if schedule.is_eval_step(s)] == [4, 8, 10]
+    config.loss.adversarial_weight = 0.0  # SRResNet: never a GAN step
+    assert not any(run_spec(config).schedule.is_gan_step(s) for s in range(10))
+
+
+def test_auto_detected_distributed_settings_resolve_to_none():
+    config = default.get_config()
+    distributed = run_spec(config).distributed
+    assert (distributed.coordinator_address, distributed.num_processes, distributed.process_id) == (None, None, None)
+    config.distributed.coordinator_address, config.distributed.num_processes = "host:1234", 2
+    config.distributed.process_id = 0
+    distributed = run_spec(config).distributed
+    assert (distributed.coordinator_address, distributed.num_processes, distributed.process_id) == ("host:1234", 2, 0)
 
 
 def test_paper_defaults():
@@ -58,7 +90,8 @@ def test_paper_defaults():
     assert config.train.g_tail_lr_scale == config.train.g_upsample_lr_scale == 1.0 and not config.train.d_joint_batch
     gan = srgan.get_config()
     assert (gan.loss.content, gan.loss.adversarial_weight, gan.train.num_steps) == ("vgg54", 1e-3, 200_000)
-    schedule = learning_rate_schedule(gan)
+    gan.vgg_weights = "vgg19.msgpack"  # run_spec validates; the file is read only when the loss is built
+    schedule = learning_rate_schedule(run_spec(gan).optimizer)
     assert float(schedule(99_999)) == pytest.approx(1e-4) and float(schedule(100_000)) == pytest.approx(1e-5)
 
 
@@ -95,7 +128,7 @@ def test_output_stage_lr_scales_scale_only_their_layers_adam_steps():
     updates = {}
     for tail, upsample in ((1.0, 1.0), (0.25, 0.0)):
         config.train.g_tail_lr_scale, config.train.g_upsample_lr_scale = tail, upsample
-        g = create_state(config, jax.random.key(0), generator, None).g
+        g = create_state(run_spec(config), jax.random.key(0), generator, None).g
         grads = jax.tree.map(lambda p: jnp.linspace(-1.0, 2.0, p.size).reshape(p.shape), g.params)
         updates[tail], _ = g.tx.update(grads, g.opt_state, g.params)
     assert {name for name in updates[1.0] if name.startswith("upsample_")} == {

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from srgan_jax.config import run_spec
 from srgan_jax import checkpoints, models
 from srgan_jax.training.state import create_state
 
@@ -57,7 +58,7 @@ def restore_in_this_process(workdir, image_dir):
     """The newest checkpoint restored here: one process, one device."""
     config = multiprocess_worker.tiny_config(str(image_dir), "mesh", 1, 0, 1, 0)
     generator, discriminator = models.create_models(config, None)
-    target = create_state(config, jax.random.key(0), generator, discriminator)
+    target = create_state(run_spec(config), jax.random.key(0), generator, discriminator)
     step, state = checkpoints.restore_newest_intact(workdir, target)
     return step, [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]
 

@@ -17,6 +17,7 @@ import jax
 import numpy as np
 import pytest
 
+from srgan_jax.config import run_spec
 from srgan_jax import checkpoints, models
 from srgan_jax.configs import default
 from srgan_jax.training import loop
@@ -41,7 +42,7 @@ def tiny_config(image_dir, **train):
 def _target_state(image_dir):
     config = tiny_config(image_dir)
     generator, discriminator = models.create_models(config, None)
-    return create_state(config, jax.random.key(0), generator, discriminator)
+    return create_state(run_spec(config), jax.random.key(0), generator, discriminator)
 
 
 def target_state(config):

@@ -10,7 +10,7 @@ import pytest
 
 from srgan_jax.configs import quickstart
 from srgan_jax import checkpoints, models, parallel
-from srgan_jax.config import GeneratorSpec
+from srgan_jax.config import GeneratorSpec, run_spec
 from srgan_jax.errors import UserError
 from srgan_jax.training import loop
 from srgan_jax.training.monitor import Monitor
@@ -86,7 +86,7 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
     config = tiny_config(image_dir, num_steps=1, pretrain_steps=0)
     config.init_from = str(tmp_path / "srresnet")
     generator, discriminator = models.create_models(config, None)
-    state, step = loop._restore_or_initialise(config, tmp_path / "srgan", parallel.MeshStrategy(), generator,
+    state, step = loop._restore_or_initialise(run_spec(config), tmp_path / "srgan", parallel.MeshStrategy(), generator,
                                               discriminator)
     assert step == 0
     for a, b in zip(leaves(pretrained.g.params), leaves(state.g.params), strict=True):

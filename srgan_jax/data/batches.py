@@ -15,46 +15,38 @@ import ml_collections
 import numpy as np
 
 from srgan_jax.data.images import list_images
+from srgan_jax.config import RunSpec
 from srgan_jax.errors import UserError
 
 _NO_TFDS = ("the tf.data pipeline needs TensorFlow and tensorflow-datasets: pip install -e '.[data]', "
             "or pass --config.data.in_memory=True")
 
 
-def check_source(config: ml_collections.ConfigDict) -> None:
+def check_source(spec: RunSpec) -> None:
     """A cheap check of the training data before anything is built: the folder exists and holds
     images, or the tf.data pipeline can be imported (UserError naming the fix otherwise)."""
-    data = config.data
-    if data.in_memory and data.skimage_images:
-        return  # names are checked when the samples load, in well under a second
-    if data.image_dir:
-        list_images(data.image_dir, "config.data.image_dir")
-    elif data.in_memory:
-        raise UserError("data.in_memory needs data.image_dir or data.skimage_images")
-    if not data.in_memory and importlib.util.find_spec("tensorflow_datasets") is None:
+    if spec.train_images is not None:
+        if not spec.train_images.skimage_names:  # names are checked as the samples load, in well under a second
+            list_images(spec.train_images.folder, "config.data.image_dir")
+    elif importlib.util.find_spec("tensorflow_datasets") is None:
         raise UserError(_NO_TFDS)
 
 
-def create_train_iterator(config: ml_collections.ConfigDict, batch_size: int, start_step: int
-                          ) -> Iterator[dict[str, np.ndarray]]:
-    """Batches from step `start_step` on: `data.in_memory` (no TensorFlow) or tfds (folder or dataset)."""
-    data = config.data
-    if data.in_memory:
+def create_train_iterator(spec: RunSpec, data_config: ml_collections.ConfigDict, batch_size: int,
+                          start_step: int) -> Iterator[dict[str, np.ndarray]]:
+    """Batches from step `start_step` on: the in-memory source (no TensorFlow) or tf.data over
+    `data_config` (`config.data`: a folder or a tfds dataset)."""
+    if spec.train_images is not None:
         from srgan_jax.data import memory_source
 
-        if data.skimage_images:
-            images = memory_source.load_skimage_samples(data.skimage_images)
-        elif data.image_dir:
-            images = memory_source.load_folder(data.image_dir, "config.data.image_dir")
-        else:
-            raise UserError("data.in_memory needs data.image_dir or data.skimage_images")
+        images = memory_source.load_source(spec.train_images, "config.data.image_dir")
         sampler = memory_source.CropSampler(
-            list(images.values()), hr_size=data.hr_size, scale=config.model.scale, batch_size=batch_size,
-            seed=config.seed, augment=data.augment, process_index=jax.process_index())
+            list(images.values()), hr_size=spec.hr_size, scale=spec.generator.scale, batch_size=batch_size,
+            seed=spec.seed, augment=spec.augment, process_index=jax.process_index())
         return sampler(start_step)
     try:
         from srgan_jax.data import tfds_source
     except ImportError as err:
         raise UserError(f"{_NO_TFDS} ({err})") from None
     return tfds_source.create_train_iterator(
-        data, scale=config.model.scale, batch_size=batch_size, seed=config.seed, start_step=start_step)
+        data_config, scale=spec.generator.scale, batch_size=batch_size, seed=spec.seed, start_step=start_step)

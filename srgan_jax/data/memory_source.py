@@ -14,6 +14,7 @@ from typing import Iterator, Sequence
 
 import numpy as np
 
+from srgan_jax.config import ImageSource
 from srgan_jax.data.images import DECODE_ERRORS, list_images, read_rgb
 from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
@@ -34,6 +35,12 @@ def load_folder(folder: str | Path, what: str) -> dict[str, np.ndarray]:
     if not images:
         raise UserError(f"no readable images in {folder}: add PNG/JPEG/BMP files or fix the path")
     return images
+
+
+def load_source(source: ImageSource, what: str) -> dict[str, np.ndarray]:
+    """The images of `source`: its scikit-image samples if it names any, else its folder's files
+    (`what` names the folder's config field in errors)."""
+    return load_skimage_samples(source.skimage_names) if source.skimage_names else load_folder(source.folder, what)
 
 
 def load_skimage_samples(names: Sequence[str]) -> dict[str, np.ndarray]:

@@ -14,7 +14,7 @@ import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Callable, Iterator, NamedTuple
 
 import jax
 import ml_collections
@@ -45,49 +45,50 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     state (one host copy); a stop by SIGTERM / Ctrl-C raises `Interrupted` (holding that
     state) once its checkpoint is on disk.
     """
-    config_lib.validate(config)
-    multihost.initialize(config.distributed)
-    strategy = parallel.create_strategy(config.parallel, config.train.batch_size)
+    spec = config_lib.run_spec(config)
+    multihost.initialize(spec.distributed)
+    strategy = parallel.create_strategy(config.parallel, spec.batch_size)
     workdir = Path(workdir)
     # The inputs are checked before anything is built or written.
-    if config.init_from and not checkpoints.latest_step(workdir):
-        _check_init_from(config)
-    check_source(config)
-    validator = _create_validator(config, strategy)
-    train_steps = _wrap_train_steps(config, strategy)
+    if spec.init_from and not checkpoints.latest_step(workdir):
+        _check_init_from(spec)
+    check_source(spec)
+    validator = _create_validator(spec, strategy)
+    train_steps = _wrap_train_steps(config, spec, strategy)
     generator, discriminator = models.create_models(config, strategy.bn_axis_name)
     with _workdir(workdir):
-        state, step = _restore_or_initialise(config, workdir, strategy, generator, discriminator)
+        state, step = _restore_or_initialise(spec, workdir, strategy, generator, discriminator)
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
-        batches = create_train_iterator(config, config.train.batch_size // jax.process_count(), step)
+        batches = create_train_iterator(spec, config.data, spec.batch_size // jax.process_count(), step)
         with CheckpointPolicy(workdir, config, strategy, validator is not None, step) as saver:
-            return _train(config, workdir, strategy, train_steps, validator, saver, state, step,
+            return _train(spec, workdir, strategy, train_steps, validator, saver, state, step,
                           strategy.place_batches(batches))
 
 
-def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
-           train_steps: dict[str, Callable], validator: validation.Validator | None, saver: CheckpointPolicy,
-           state: SRState, step: int, batches: Iterator[dict]) -> SRState:
-    """From `step` to `train.num_steps` or a stop; returns the newest saved state (host copy)."""
-    num_steps, started, reason = config.train.num_steps, time.perf_counter(), None
+def _train(spec: config_lib.RunSpec, workdir: Path, strategy: parallel.Strategy, train_steps: TrainSteps,
+           validator: validation.Validator | None, saver: CheckpointPolicy, state: SRState, step: int,
+           batches: Iterator[dict]) -> SRState:
+    """From `step` to `num_steps` or a stop; returns the newest saved state (host copy)."""
+    schedule, started, reason = spec.schedule, time.perf_counter(), None
+    num_steps = schedule.num_steps
     state = strategy.place_state(state)
-    with StopRequest(config, started) as stop, Monitor(num_steps, workdir, step) as monitor:
+    with StopRequest(schedule.time_limit_s, started) as stop, Monitor(num_steps, workdir, step) as monitor:
         try:
             while step < num_steps and not reason:
-                train_step = train_steps[_step_kind(config, step)]
+                train_step = train_steps.gan if schedule.is_gan_step(step) else train_steps.g
                 state, step_metrics = train_step(state, next(batches))
                 step += 1
                 monitor.record(step, step_metrics)
-                sync = is_sync_step(config, step)
+                sync = schedule.is_sync_step(step)
                 reason = stop.reason(step, sync)
                 if saver.holding or sync or reason:
                     saver.check(monitor, write=sync or bool(reason))
                     with stop.deferred():  # step `step` computed its loss from the held state: finite
                         saver.save_held()
                 val = None
-                if validator and (step % config.eval.every == 0 or step == num_steps):
+                if validator and schedule.is_eval_step(step):
                     val = monitor.validated(step, validator(generator_variables(state)))
-                if reason or step % config.train.checkpoint_every == 0 or step == num_steps:
+                if reason or schedule.is_checkpoint_step(step):
                     saver.hold(step, state, val)
                 if saver.holding and (reason or step == num_steps):  # no next step to test it
                     with stop.deferred():
@@ -103,7 +104,7 @@ def _train(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.
         raise Interrupted(stop.signal_number, step, final)
     if validator and step == num_steps:
         results = validator(generator_variables(strategy.place_state(final)))
-        validation.write_samples(workdir, results, config.model.scale)
+        validation.write_samples(workdir, results, spec.generator.scale)
     return final
 
 
@@ -120,44 +121,38 @@ def _workdir(workdir: Path) -> Iterator[None]:
         yield
 
 
-def is_sync_step(config: ml_collections.ConfigDict, step: int) -> bool:
-    """Steps where metrics are written and, in a multi-process run, every process agrees on stopping."""
-    return step % config.train.log_every == 0 or step % config.train.checkpoint_every == 0 \
-        or step == config.train.num_steps
+class TrainSteps(NamedTuple):
+    g: Callable  # the content-loss step (SRResNet; SRGAN's pretraining)
+    gan: Callable  # the D + G step
 
 
-def _wrap_train_steps(config: ml_collections.ConfigDict, strategy: parallel.Strategy) -> dict[str, Callable]:
-    """{"g": the content-loss step, "gan": the D + G step}, wrapped by the parallel strategy."""
+def _wrap_train_steps(config: ml_collections.ConfigDict, spec: config_lib.RunSpec,
+                      strategy: parallel.Strategy) -> TrainSteps:
+    """Both kinds of step, wrapped by the parallel strategy (each compiles when first taken)."""
     content_loss = models.create_content_loss(config)
-    return {"g": strategy.wrap_train_step(functools.partial(generator_train_step, content_loss=content_loss)),
-            "gan": strategy.wrap_train_step(functools.partial(
-                gan_train_step, content_loss=content_loss, adversarial_weight=config.loss.adversarial_weight,
-                d_joint_batch=config.train.d_joint_batch))}
+    return TrainSteps(
+        g=strategy.wrap_train_step(functools.partial(generator_train_step, content_loss=content_loss)),
+        gan=strategy.wrap_train_step(functools.partial(
+            gan_train_step, content_loss=content_loss, adversarial_weight=spec.adversarial_weight,
+            d_joint_batch=spec.d_joint_batch)))
 
 
-def _step_kind(config: ml_collections.ConfigDict, step: int) -> str:
-    """"gan" once `train.pretrain_steps` G-only steps are done (SRGAN configs), else "g"."""
-    return "gan" if config_lib.uses_gan(config) and step >= config.train.pretrain_steps else "g"
-
-
-def _create_validator(config: ml_collections.ConfigDict, strategy: parallel.Strategy
-                      ) -> validation.Validator | None:
-    """Validation on `eval.*` images with G in inference mode (the config's dtype); None when none are configured."""
-    images = validation.load_eval_images(config)
+def _create_validator(spec: config_lib.RunSpec, strategy: parallel.Strategy) -> validation.Validator | None:
+    """Validation on the eval images with G in inference mode (the run's dtype); None without them."""
+    images = validation.load_eval_images(spec)
     if not images:
         return None
-    generator = models.create_generator(config_lib.GeneratorSpec.from_config(config),
-                                        config_lib.compute_dtype(config.dtype))
-    return validation.Validator(images, generator, config.model.scale, strategy)
+    return validation.Validator(images, models.create_generator(spec.generator, spec.dtype), spec.generator.scale,
+                                strategy)
 
 
-def _restore_or_initialise(config: ml_collections.ConfigDict, workdir: Path, strategy: parallel.Strategy,
+def _restore_or_initialise(spec: config_lib.RunSpec, workdir: Path, strategy: parallel.Strategy,
                            generator: Any, discriminator: Any) -> tuple[SRState, int]:
     """(state, step): the newest intact checkpoint's, else fresh weights (G from `init_from` if set) and 0.
 
     Damaged checkpoints newer than the one restored move to `<workdir>/damaged/`.
     """
-    state = create_state(config, jax.random.key(config.seed), generator, discriminator, strategy.wrap_init)
+    state = create_state(spec, jax.random.key(spec.seed), generator, discriminator, strategy.wrap_init)
     try:
         found, problem = checkpoints.restore_newest_intact(workdir, state), None
     except UserError as err:  # all damaged, or another model: every process must hear of it
@@ -173,24 +168,24 @@ def _restore_or_initialise(config: ml_collections.ConfigDict, workdir: Path, str
         step, state = found
         log.info("resuming from %s at step %d", workdir / "checkpoints", step)
         return state, step
-    if config.init_from:
-        state = _init_generator_from(state, config.init_from)
-        log.info("generator initialised from %s", config.init_from)
-    elif config_lib.uses_gan(config) and config.train.pretrain_steps == 0:
+    if spec.init_from:
+        state = _init_generator_from(state, spec.init_from)
+        log.info("generator initialised from %s", spec.init_from)
+    elif spec.schedule.gan and spec.schedule.pretrain_steps == 0:
         log.warning("SRGAN without config.init_from or train.pretrain_steps: G starts from scratch")
     return state, 0
 
 
-def _check_init_from(config: ml_collections.ConfigDict) -> None:
-    """`init_from` exists and holds the generator this config trains (UserError otherwise)."""
-    path = config.init_from
+def _check_init_from(spec: config_lib.RunSpec) -> None:
+    """`init_from` exists and holds the generator this run trains (UserError otherwise)."""
+    path = spec.init_from
     if not Path(path).exists():
         raise UserError(f"config.init_from={path} does not exist: train SRResNet first "
                         "(configs/srresnet.py) and pass its workdir")
-    spec, expected = checkpoints.read_generator_spec(path), config_lib.GeneratorSpec.from_config(config)
-    if spec != expected:
-        raise UserError(f"config.init_from={path} holds a generator {spec.to_dict()}, "
-                        f"this config needs {expected.to_dict()}")
+    found = checkpoints.read_generator_spec(path)
+    if found != spec.generator:
+        raise UserError(f"config.init_from={path} holds a generator {found.to_dict()}, "
+                        f"this config needs {spec.generator.to_dict()}")
 
 
 def _init_generator_from(state: SRState, path: str) -> SRState:

@@ -9,9 +9,10 @@ import flax
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import ml_collections
 import optax
 from flax.training import train_state
+
+from srgan_jax import config as config_lib
 
 
 class TrainState(train_state.TrainState):
@@ -28,27 +29,26 @@ class SRState:
     d: TrainState | None
 
 
-def learning_rate_schedule(config: ml_collections.ConfigDict) -> optax.Schedule:
-    """Constant `train.learning_rate`, multiplied by `train.lr_decay` at each of `train.lr_boundaries`."""
-    boundaries = {int(b): config.train.lr_decay for b in config.train.lr_boundaries}
-    return optax.piecewise_constant_schedule(config.train.learning_rate, boundaries)
+def learning_rate_schedule(optimizer: config_lib.Optimizer) -> optax.Schedule:
+    """Constant `learning_rate`, multiplied by `decay` at each of `boundaries`."""
+    return optax.piecewise_constant_schedule(optimizer.learning_rate, {b: optimizer.decay for b in optimizer.boundaries})
 
 
-def _optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    return optax.adam(learning_rate_schedule(config), b1=config.train.b1, b2=config.train.b2)
+def _adam(optimizer: config_lib.Optimizer) -> optax.GradientTransformation:
+    return optax.adam(learning_rate_schedule(optimizer), b1=optimizer.b1, b2=optimizer.b2)
 
 
-def _generator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTransformation:
-    """Adam, with the output stage's steps scaled by `train.g_tail_lr_scale` (the 9x9 output conv)
-    and `train.g_upsample_lr_scale` (the pixel-shuffle stages' convs and PReLUs); 0 freezes them.
+def _generator_optimizer(optimizer: config_lib.Optimizer) -> optax.GradientTransformation:
+    """Adam, with the output stage's steps scaled by `g_tail_lr_scale` (the 9x9 output conv) and
+    `g_upsample_lr_scale` (the pixel-shuffle stages' convs and PReLUs); 0 freezes them.
 
     Only a scale that is not 1 adds a transform, so checkpoints of runs without it resume.
     """
     groups = {  # the Generator's layer names
-        "tail_conv": (config.train.g_tail_lr_scale, lambda name: name == "tail_conv"),
-        "upsample": (config.train.g_upsample_lr_scale, lambda name: name.startswith("upsample_")),
+        "tail_conv": (optimizer.g_tail_lr_scale, lambda name: name == "tail_conv"),
+        "upsample": (optimizer.g_upsample_lr_scale, lambda name: name.startswith("upsample_")),
     }
-    transforms = [_optimizer(config)]
+    transforms = [_adam(optimizer)]
     for scale, in_group in groups.values():
         if scale != 1.0:
             def mask(params: Any, in_group=in_group) -> Any:
@@ -57,7 +57,7 @@ def _generator_optimizer(config: ml_collections.ConfigDict) -> optax.GradientTra
     return transforms[0] if len(transforms) == 1 else optax.chain(*transforms)
 
 
-def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: nn.Module,
+def create_state(spec: config_lib.RunSpec, rng: jax.Array, generator: nn.Module,
                  discriminator: nn.Module | None, jit: Callable[[Callable], Callable] = jax.jit) -> SRState:
     """Fresh parameters and Adam states for G (and D).
 
@@ -65,16 +65,16 @@ def create_state(config: ml_collections.ConfigDict, rng: jax.Array, generator: n
     instead of one per operation (seconds on a CPU).
     """
     g_rng, d_rng = jax.random.split(rng)
-    lr_size = config.data.hr_size // config.model.scale
+    lr_size = spec.hr_size // spec.generator.scale
     g_vars = jit(functools.partial(generator.init, train=False))(g_rng, jnp.zeros((1, lr_size, lr_size, 3)))
     g = TrainState.create(apply_fn=generator.apply, params=g_vars["params"],
-                          batch_stats=g_vars["batch_stats"], tx=_generator_optimizer(config))
+                          batch_stats=g_vars["batch_stats"], tx=_generator_optimizer(spec.optimizer))
     d = None
     if discriminator is not None:
-        hr = config.data.hr_size
+        hr = spec.hr_size
         d_vars = jit(functools.partial(discriminator.init, train=False))(d_rng, jnp.zeros((1, hr, hr, 3)))
         d = TrainState.create(apply_fn=discriminator.apply, params=d_vars["params"],
-                              batch_stats=d_vars["batch_stats"], tx=_optimizer(config))
+                              batch_stats=d_vars["batch_stats"], tx=_adam(spec.optimizer))
     return SRState(g=g, d=d)
 
 

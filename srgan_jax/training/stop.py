@@ -9,7 +9,6 @@ import time
 from typing import Iterator
 
 import jax
-import ml_collections
 
 from srgan_jax import multihost
 from srgan_jax.training.state import SRState
@@ -35,12 +34,12 @@ class StopRequest:
     """SIGTERM / SIGINT and `train.time_limit_s` as a stop reason the loop asks for after each step.
 
     In a multi-process run every process must stop at the same step with one checkpoint, so
-    the reasons are exchanged at sync steps (`loop.is_sync_step`) and the first one found wins.
+    the reasons are exchanged at sync steps (`Schedule.is_sync_step`) and the first one found wins.
     A second signal stops at once, except while a checkpoint is being written (`deferred`).
     """
 
-    def __init__(self, config: ml_collections.ConfigDict, started: float):
-        self._time_limit_s, self._started = config.train.time_limit_s, started
+    def __init__(self, time_limit_s: float, started: float):
+        self._time_limit_s, self._started = time_limit_s, started  # a limit of 0: none
         self._signal_name: str | None = None
         self._signal_number = 0  # of the signal this process received
         self.signal_number = 0  # of the signal behind the stop `reason` gave (in any process); 0: none

@@ -8,10 +8,10 @@ from typing import Callable
 
 import flax.linen as nn
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 
+from srgan_jax import config as config_lib
 from srgan_jax import metrics, parallel
 from srgan_jax.data import memory_source
 from srgan_jax.data.images import mod_crop
@@ -21,15 +21,12 @@ from srgan_jax.training.steps import eval_step
 Results = dict[str, dict]  # image name -> {"psnr", "bicubic_psnr", "sr": uint8 [H, W, 3]}
 
 
-def load_eval_images(config: ml_collections.ConfigDict) -> dict[str, np.ndarray]:
+def load_eval_images(spec: config_lib.RunSpec) -> dict[str, np.ndarray]:
     """Validation HR images (uint8 RGB), mod-cropped to the scale; {} when none are configured."""
-    if config.eval.skimage_images:
-        images = memory_source.load_skimage_samples(config.eval.skimage_images)
-    elif config.eval.image_dir:
-        images = memory_source.load_folder(config.eval.image_dir, "config.eval.image_dir")
-    else:
+    if spec.eval_images is None:
         return {}
-    return {name: mod_crop(image, config.model.scale) for name, image in images.items()}
+    images = memory_source.load_source(spec.eval_images, "config.eval.image_dir")
+    return {name: mod_crop(image, spec.generator.scale) for name, image in images.items()}
 
 
 def evaluate_images(upscale: Callable[[jax.Array], jax.Array], images: dict[str, np.ndarray], scale: int
