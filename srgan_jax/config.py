@@ -16,12 +16,12 @@ import jax.numpy as jnp
 import ml_collections
 
 from srgan_jax.errors import UserError
+from srgan_jax.networks.generator import SCALES
 from srgan_jax.networks.vgg19 import LAYER_NAMES
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
 CONTENT_LOSSES = ("mse", "vgg22", "vgg54")
 PARALLEL = ("mesh", "pmap")
-SCALES = (2, 3, 4, 8)  # x2 pixel-shuffle stages for 2, 4, 8; one x3 stage for 3
 
 
 @dataclasses.dataclass(frozen=True)

@@ -12,6 +12,11 @@ import jax.numpy as jnp
 
 from srgan_jax.networks.layers import ConvFn, Dtype, PReLU, batch_norm, pixel_shuffle
 
+# Pixel-shuffle factor of each upsampling stage per scale: x2 stages for powers of 2 (the
+# paper's x4), one x3 stage for 3 (as EDSR and ESPCN do).
+UPSAMPLE_FACTORS = {2: (2,), 3: (3,), 4: (2, 2), 8: (2, 2, 2)}
+SCALES = tuple(UPSAMPLE_FACTORS)
+
 
 class ResidualBlock(nn.Module):
     """conv3 -> BN -> PReLU -> conv3 -> BN, plus the block input."""
@@ -33,8 +38,9 @@ class ResidualBlock(nn.Module):
 class Generator(nn.Module):
     """SRResNet: LR [B, h, w, 3] in [0, 1] -> SR [B, h*scale, w*scale, 3] in [-1, 1] (tanh).
 
-    Fully convolutional: any LR size works. `scale` must be a power of 2 (one conv +
-    pixel-shuffle x2 + PReLU stage per factor of 2; the paper uses 4). `bn_axis_name`: the
+    Fully convolutional: any LR size works. `scale` is one of `SCALES` (the paper uses 4):
+    one conv + pixel-shuffle + PReLU stage per factor of `UPSAMPLE_FACTORS[scale]`, the conv
+    to features * f * f channels for a x f stage. `bn_axis_name`: the
     pmap axis BatchNorm averages its statistics over (None under jit). `tail_conv`: how the
     9x9 output convolution is computed (None: `lax.conv_general_dilated`); the parameters
     are `nn.Conv`'s whichever form is used.
@@ -49,8 +55,8 @@ class Generator(nn.Module):
 
     @nn.compact
     def __call__(self, lr: jax.Array, train: bool = False) -> jax.Array:
-        if self.scale < 2 or self.scale & (self.scale - 1):
-            raise ValueError(f"Generator: scale must be a power of 2, got {self.scale}")
+        if self.scale not in UPSAMPLE_FACTORS:
+            raise ValueError(f"Generator: scale must be one of {SCALES}, got {self.scale}")
         x = lr.astype(self.dtype)
         x = nn.Conv(self.features, (9, 9), dtype=self.dtype, name="head_conv")(x)
         skip = PReLU(name="head_prelu")(x)
@@ -60,9 +66,9 @@ class Generator(nn.Module):
         x = nn.Conv(self.features, (3, 3), dtype=self.dtype, name="body_conv")(x)
         x = batch_norm(train, self.dtype, self.bn_axis_name, name="body_bn")(x)
         x = x + skip
-        for i in range(self.scale.bit_length() - 1):
-            x = nn.Conv(self.features * 4, (3, 3), dtype=self.dtype, name=f"upsample_{i}_conv")(x)
-            x = pixel_shuffle(x, 2)
+        for i, factor in enumerate(UPSAMPLE_FACTORS[self.scale]):
+            x = nn.Conv(self.features * factor**2, (3, 3), dtype=self.dtype, name=f"upsample_{i}_conv")(x)
+            x = pixel_shuffle(x, factor)
             x = PReLU(name=f"upsample_{i}_prelu")(x)
         x = nn.Conv(3, (9, 9), dtype=self.dtype, name="tail_conv", conv_general_dilated=self.tail_conv)(x)
         return jnp.tanh(x.astype(jnp.float32))

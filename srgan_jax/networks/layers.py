@@ -21,15 +21,18 @@ def pixel_shuffle(x: jax.Array, factor: int) -> jax.Array:
     """Sub-pixel convolution rearrangement [B, H, W, C*r*r] -> [B, H*r, W*r, C].
 
     Input channel c*r*r + i*r + j becomes output pixel (h*r + i, w*r + j) of channel c:
-    PyTorch's `nn.PixelShuffle` order, so its conv weights load unchanged.
+    PyTorch's `nn.PixelShuffle` order, so its conv weights load unchanged. Traced under the
+    name scope "pixel_shuffle", so that checks of a traced program can tell this
+    rearrangement from other ops.
     """
     b, h, w, c = x.shape
     out_c = c // (factor * factor)
     if out_c * factor * factor != c:
         raise ValueError(f"pixel_shuffle: {c} channels is not a multiple of {factor}^2")
-    x = x.reshape(b, h, w, out_c, factor, factor)
-    x = x.transpose(0, 1, 4, 2, 5, 3)
-    return x.reshape(b, h * factor, w * factor, out_c)
+    with jax.named_scope("pixel_shuffle"):
+        x = x.reshape(b, h, w, out_c, factor, factor)
+        x = x.transpose(0, 1, 4, 2, 5, 3)
+        return x.reshape(b, h * factor, w * factor, out_c)
 
 
 class PReLU(nn.Module):

@@ -33,6 +33,7 @@ from typing import Any, Callable, Iterator, Sequence
 
 import flax.linen as nn
 import jax
+import jax.extend as jex
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +43,7 @@ from srgan_jax.data.images import to_rgb
 from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
 from srgan_jax.metrics import sr_to_uint8
+from srgan_jax.networks.layers import PReLU
 
 _BUCKET = 32  # sides of single-tile images are rounded up to a multiple of this
 _ALPHA_BAND = 512  # output rows per matrix product when upscaling alpha
@@ -52,6 +54,17 @@ _ALPHA_BAND = 512  # output rows per matrix product when upscaling alpha
 _BASE_BYTES = 400 * 2**20
 _CPU_FLOPS_PER_CORE = 150e9
 _HOST_SECONDS_PER_OUTPUT_PIXEL = 0.35e-6
+
+# `check_tileable`: the layers whose calls are checked as a whole (their settings), and the
+# primitives allowed anywhere else besides pixel shuffle: each acts on one pixel (or on
+# parameters) alone.
+_TRUSTED_LAYERS = (nn.Conv, nn.BatchNorm, PReLU)
+_TRUSTED_SCOPE = "tileable_layer"
+_SHUFFLE_SCOPE = "pixel_shuffle"  # the name scope of `networks.layers.pixel_shuffle`
+_POINTWISE = frozenset({
+    "abs", "add", "and", "broadcast_in_dim", "clamp", "convert_element_type", "div", "eq", "erf", "exp", "ge",
+    "gt", "integer_pow", "le", "log", "logistic", "lt", "max", "min", "mul", "ne", "neg", "not", "or", "pow",
+    "rsqrt", "select_n", "sign", "sqrt", "square", "sub", "tanh"})
 
 Apply = Callable[[Any, np.ndarray, np.ndarray], jax.Array]
 
@@ -327,9 +340,9 @@ def masked_apply(generator: nn.Module, variables: Any, lr: jax.Array, valid: jax
 
     Every convolution's input is zeroed outside the image (at that layer's resolution), as
     the convolution's 'SAME' zero padding would be on the exact shape; every other layer is
-    pointwise or pixel-shuffle. So the output's top-left valid * scale part equals
-    `generator.apply(variables, lr[:, :valid[0], :valid[1]], train=False)` with one compiled
-    shape for every valid size.
+    pointwise or pixel-shuffle (`check_tileable` checks it). So the output's top-left
+    valid * scale part equals `generator.apply(variables, lr[:, :valid[0], :valid[1]],
+    train=False)` with one compiled shape for every valid size.
     """
     height = lr.shape[1]
 
@@ -344,6 +357,72 @@ def masked_apply(generator: nn.Module, variables: Any, lr: jax.Array, valid: jax
 
     with nn.intercept_methods(zero_outside_image):
         return generator.apply(variables, lr, train=False)
+
+
+def check_tileable(generator: nn.Module, variables: Any) -> None:
+    """Raise ValueError unless `generator` in inference mode meets `masked_apply`'s premise.
+
+    The premise: every layer is a stride-1, undilated 'SAME' `nn.Conv`, a PReLU, a BatchNorm
+    on running averages, a pixel shuffle or an op on each pixel alone. Checked on the traced
+    program of an 8 x 8 LR batch (`jax.make_jaxpr`: nothing is computed, so `variables` may
+    be abstract): the settings of every call of a `_TRUSTED_LAYERS` module, and every
+    primitive outside those calls and outside pixel shuffles, which must be `_POINTWISE`.
+    """
+
+    def trust_checked_layers(next_fun, args, kwargs, context):
+        module = context.module
+        if context.method_name != "__call__" or not isinstance(module, _TRUSTED_LAYERS):
+            return next_fun(*args, **kwargs)  # traced through: its primitives are checked
+        problem = _layer_problem(module, args, kwargs)
+        if problem:
+            raise _untileable(generator, [f"{'/'.join(module.path)}: {problem}"])
+        with jax.named_scope(_TRUSTED_SCOPE):
+            return next_fun(*args, **kwargs)
+
+    lr = jax.ShapeDtypeStruct((1, 8, 8, 3), jnp.float32)
+    with nn.intercept_methods(trust_checked_layers):
+        program = jax.make_jaxpr(functools.partial(generator.apply, train=False))(variables, lr)
+    problems = sorted({f"{scope or 'top level'}: {primitive} is not pointwise"
+                       for scope, primitive in _untrusted_ops(program.jaxpr)})
+    if problems:
+        raise _untileable(generator, problems)
+
+
+def _untileable(generator: nn.Module, problems: list[str]) -> ValueError:
+    return ValueError(f"{type(generator).__name__} cannot be tiled by masked_apply ({'; '.join(problems)}): "
+                      "make the layer stride-1 'SAME' or pointwise, or extend masked_apply and check_tileable")
+
+
+def _layer_problem(module: nn.Module, args: tuple, kwargs: dict) -> str | None:
+    """What keeps one call of a `_TRUSTED_LAYERS` module from `masked_apply`'s premise (None: nothing)."""
+    if isinstance(module, nn.Conv):
+        ones = all(v == 1 for name in ("strides", "kernel_dilation", "input_dilation")
+                   for v in np.ravel(getattr(module, name) or 1))
+        if not ones or module.padding != "SAME":
+            return (f"conv strides={module.strides} padding={module.padding!r} kernel_dilation="
+                    f"{module.kernel_dilation} input_dilation={module.input_dilation}")
+    if isinstance(module, nn.BatchNorm):
+        running = kwargs.get("use_running_average", args[1] if len(args) > 1 else None)
+        if not (module.use_running_average if running is None else running):
+            return "BatchNorm on batch statistics (train mode)"
+    return None
+
+
+def _untrusted_ops(jaxpr: jex.core.Jaxpr, outer: str = "") -> Iterator[tuple[str, str]]:
+    """(name scope, primitive) of each non-pointwise op outside trusted layers and pixel shuffles.
+
+    Sub-programs (jit, custom_jvp, control flow) are searched with their caller's scope.
+    """
+    for eqn in jaxpr.eqns:
+        scope = "/".join(filter(None, (outer, str(eqn.source_info.name_stack))))
+        if {_TRUSTED_SCOPE, _SHUFFLE_SCOPE} & set(scope.split("/")):
+            continue
+        values = [v for value in eqn.params.values() for v in (value if isinstance(value, (tuple, list)) else (value,))]
+        subs = [v for v in values if isinstance(v, (jex.core.Jaxpr, jex.core.ClosedJaxpr))]
+        for sub in subs:
+            yield from _untrusted_ops(getattr(sub, "jaxpr", sub), scope)
+        if not subs and eqn.primitive.name not in _POINTWISE:
+            yield scope, eqn.primitive.name
 
 
 def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: int = 16, batch: int = 4,
@@ -366,6 +445,8 @@ def load_generator(path: str | Path | None = None, *, tile: int = 128, overlap: 
     abstract = jax.eval_shape(
         lambda: models.create_generator(spec).init(jax.random.key(0), jnp.zeros((1, 8, 8, 3))))
     variables = checkpoints.load_generator_variables(path, abstract)
-    apply = xla_cpu.jit(functools.partial(masked_apply, models.create_generator(spec, compute_dtype)))
+    generator = models.create_generator(spec, compute_dtype)
+    check_tileable(generator, abstract)
+    apply = xla_cpu.jit(functools.partial(masked_apply, generator))
     return Upscaler(apply, variables, spec.scale, tile=tile, overlap=overlap, batch=batch, spec=spec,
                     checkpoint=str(path))
