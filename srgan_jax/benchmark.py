@@ -14,7 +14,6 @@ median of `steps` timed calls after `warmup` untimed ones (each call waited for 
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import importlib.util
@@ -45,6 +44,7 @@ TRAIN_BENCHMARKS = ("g_step", "gan_step", "vgg_gan_step")
 BENCHMARKS = TRAIN_BENCHMARKS + ("infer", "input")
 # Modes of the project's PyTorch reference (benchmarks/torch_reference.py).
 TORCH_MODES = {"g_step": "g", "gan_step": "gan", "vgg_gan_step": "vgg_gan", "infer": "infer"}
+TORCH_SCALE = 4  # the reference's SCALE: its LR side is hr_size / 4
 ADVERSARIAL_WEIGHT = 1e-3  # SPEC "Losses": l_SR = content + 1e-3 * adversarial
 # benchmarks/ of the source checkout the package runs from (an installed wheel has none).
 _CHECKOUT = Path(__file__).resolve().parents[1]
@@ -257,7 +257,7 @@ def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
     host: the synthetic batch's numpy copy of LR and HR.
     """
     config = benchmark_config(name, settings)
-    scale = config.model.scale
+    spec, scale = config_lib.run_spec(config), config.model.scale
     hr = settings.infer_lr_size * scale if name == "infer" else settings.hr_size
     lr = hr // scale
     generator, discriminator = models.create_models(config)
@@ -265,10 +265,10 @@ def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
     lr_image = jax.ShapeDtypeStruct((1, lr, lr, 3), np.float32)
     hr_image = jax.ShapeDtypeStruct((1, hr, hr, 3), np.float32)
     if name == "infer":
-        state = jax.eval_shape(lambda: create_state(config, jax.random.key(0), generator, None))
+        state = jax.eval_shape(lambda: create_state(spec, jax.random.key(0), generator, None))
         activations = _INFER_LARGEST_COPIES * _module_outputs(generator, lr_image)[1] + _INFER_HR_PIXEL_BYTES * hr * hr
         return 2 * _tree_bytes(generator_variables(state)), activations + image_bytes, image_bytes
-    state = jax.eval_shape(lambda: create_state(config, jax.random.key(0), generator, discriminator))
+    state = jax.eval_shape(lambda: create_state(spec, jax.random.key(0), generator, discriminator))
     fixed = 2 * _tree_bytes(state)
     outputs = _module_outputs(generator, lr_image, train=True)[0]
     if discriminator is not None:
@@ -325,7 +325,8 @@ def run_train_step(name: str, settings: Settings) -> dict:
         step = functools.partial(gan_train_step, content_loss=content_loss,
                                  adversarial_weight=config.loss.adversarial_weight)
     function = strategy.wrap_train_step(step)
-    state = strategy.place_state(create_state(config, jax.random.key(config.seed), generator, discriminator))
+    spec = config_lib.run_spec(config)
+    state = strategy.place_state(create_state(spec, jax.random.key(spec.seed), generator, discriminator))
     batch = strategy.place_batch(_synthetic_batch(settings.batch, settings.hr_size, config.model.scale))
     lowered, compiled, compile_s = _compile(function, state, batch)
     # The state is donated: each call consumes the previous call's state, as in training.
@@ -342,7 +343,8 @@ def run_infer(settings: Settings) -> dict:
     scale = config.model.scale
     strategy = parallel.create_strategy(settings.parallel)
     generator, _ = models.create_models(config)
-    variables = generator_variables(create_state(config, jax.random.key(config.seed), generator, None))
+    spec = config_lib.run_spec(config)
+    variables = generator_variables(create_state(spec, jax.random.key(spec.seed), generator, None))
     function = strategy.wrap_eval(functools.partial(eval_step, generator=generator))
     variables = strategy.place_state(variables)
     lr = strategy.place_batch(_synthetic_batch(settings.batch, settings.infer_lr_size * scale, scale)["lr"])
@@ -402,11 +404,15 @@ def run_torch(name: str, settings: Settings, script: str | None, jax_images_per_
     """The PyTorch reference (`script`, default `TORCH_REFERENCE`) on the same device type, mode, batch and sizes.
 
     Returns {"torch": its JSON, "torch_command", "torch_images_per_s", "jax_over_torch"} or
-    {"torch_skipped": why}. Inference passes `--hr-size 4 * infer_lr_size` (the script's LR is
-    hr/4); on CPU the script gets as many threads as JAX uses (all the CPUs this process may use).
+    {"torch_skipped": why}. The script's model is x`TORCH_SCALE` (its LR is hr / 4): another
+    scale is skipped. Inference passes `--hr-size scale * infer_lr_size`; on CPU the script gets
+    as many threads as JAX uses (all the CPUs this process may use).
     """
     if name not in TORCH_MODES:
         return {"torch_skipped": f"the PyTorch reference has no {name} mode"}
+    scale = benchmark_config(name, settings).model.scale
+    if scale != TORCH_SCALE:
+        return {"torch_skipped": f"the PyTorch reference is x{TORCH_SCALE} only, this model x{scale}"}
     if importlib.util.find_spec("torch") is None:
         return {"torch_skipped": "torch is not installed here (pip install torch)"}
     path = Path(script).expanduser() if script else TORCH_REFERENCE
@@ -414,7 +420,7 @@ def run_torch(name: str, settings: Settings, script: str | None, jax_images_per_
         return {"torch_skipped": f"PyTorch reference {path} not found (it ships with the source checkout, "
                                  "not the wheel): pass --torch-script benchmarks/torch_reference.py"}
     device = "cuda" if jax.default_backend() == "gpu" else "cpu"
-    hr_size = settings.infer_lr_size * 4 if name == "infer" else settings.hr_size
+    hr_size = settings.infer_lr_size * scale if name == "infer" else settings.hr_size
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "torch.json"
         command = [sys.executable, str(path), "--mode", TORCH_MODES[name], "--batch", str(settings.batch),
@@ -466,13 +472,17 @@ def format_table(results: dict[str, dict]) -> str:
     return "\n".join(lines + notes)
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax benchmark`: run the chosen benchmarks, print a table, optionally write JSON."""
-    settings = Settings(batch=args.batch, hr_size=args.hr_size, blocks=args.blocks, features=args.features,
-                        dtype=args.dtype, parallel=args.parallel, steps=args.steps, warmup=args.warmup,
-                        infer_lr_size=args.infer_lr_size, vgg_weights=args.vgg_weights, image_dir=args.image_dir,
-                        tfds_data_dir=args.tfds_data_dir)
-    names = list(BENCHMARKS) if args.what == "all" else [args.what]
+def run_benchmarks(what: str, settings: Settings, *, compare_torch: bool = False, torch_script: str | None = None,
+                   json_path: str | Path | None = None) -> dict[str, dict]:
+    """`srgan-jax benchmark`: run `what` (one of BENCHMARKS, or "all"), print a table, optionally write JSON.
+
+    With `compare_torch`, each benchmark the PyTorch reference has (`TORCH_MODES`) also runs
+    there (`run_torch`, `torch_script`). Returns {name: `run_benchmark` result}; with "all",
+    an input benchmark that cannot run is {"benchmark", "skipped": why} instead of an error.
+    """
+    if what != "all" and what not in BENCHMARKS:
+        raise UserError(f"unknown benchmark {what!r}: use one of {', '.join(BENCHMARKS)} or all")
+    names = list(BENCHMARKS) if what == "all" else [what]
     for name in names:
         benchmark_config(name, settings)  # bad sizes fail here, before anything compiles
     for name in names:
@@ -483,7 +493,7 @@ def run_cli(args: argparse.Namespace) -> int:
         try:
             results[name] = run_benchmark(name, settings)
         except UserError as err:
-            if name != "input" or args.what != "all":
+            if name != "input" or what != "all":
                 raise
             results[name] = {"benchmark": name, "skipped": str(err)}  # e.g. no TensorFlow on a GPU host
             continue
@@ -493,11 +503,11 @@ def run_cli(args: argparse.Namespace) -> int:
                 raise
             raise UserError(f"--what {name} --batch {settings.batch}: out of memory ({first_line(err)}): "
                             "lower --batch") from None
-        if args.compare_torch and name in TORCH_MODES:
+        if compare_torch and name in TORCH_MODES:
             print(f"benchmark: {name} (PyTorch reference) ...", file=sys.stderr, flush=True)
-            results[name].update(run_torch(name, settings, args.torch_script, results[name]["images_per_s"]))
+            results[name].update(run_torch(name, settings, torch_script, results[name]["images_per_s"]))
     print(format_table(results))
-    if args.json:
-        Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
-        print(f"wrote {args.json}")
-    return 0
+    if json_path:
+        Path(json_path).write_text(json.dumps(results, indent=1) + "\n")
+        print(f"wrote {json_path}")
+    return results

@@ -1,7 +1,8 @@
 """`srgan-jax` command line: evaluate, upscale, compare, benchmark, export, convert-vgg19, convert-lpips.
 
 Each subcommand parses its flags here and calls one function of the module that owns the
-work; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
+work, with typed keyword arguments (no argparse below this module), then turns its result into
+the exit code; heavy imports (JAX, TensorFlow) happen only inside the chosen subcommand.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from pathlib import Path
 from typing import Sequence
 
 from srgan_jax.errors import UserError
@@ -21,43 +23,74 @@ def _csv(text: str) -> list[str]:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from srgan_jax import evaluate
 
-    return evaluate.run_cli(args)
+    evaluation = evaluate.evaluate_benchmarks(
+        args.data_dir, args.sets, method=args.method, checkpoints=args.checkpoint or (), scale=args.scale,
+        metric_names=args.metrics, lr_source=args.lr_source, lpips_weights=args.lpips_weights, plot=args.plot,
+        json_path=args.json)
+    return 1 if evaluation.problems else 0
 
 
 def _cmd_upscale(args: argparse.Namespace) -> int:
     from srgan_jax.upscaling import files
 
-    return files.run_upscale_cli(args)
+    counts = files.upscale_files(
+        args.inputs, args.output, checkpoint=args.checkpoint, tile=args.tile, overlap=args.overlap,
+        batch=args.batch, dtype=args.dtype, format_name=args.format,
+        max_output_megapixels=args.max_output_megapixels, skip_existing=args.skip_existing)
+    return 1 if counts["failed"] else 0
 
 
 def _cmd_compare(args: argparse.Namespace) -> int:
     from srgan_jax.upscaling import figures
 
-    return figures.run_compare_cli(args)
+    print(figures.write_comparison(args.image, args.output, checkpoints=args.checkpoint or (),
+                                   labels=args.label or (), lr_input=args.lr, crop=args.crop))
+    return 0
 
 
 def _cmd_benchmark(args: argparse.Namespace) -> int:
     from srgan_jax import benchmark
 
-    return benchmark.run_cli(args)
+    settings = benchmark.Settings(
+        batch=args.batch, hr_size=args.hr_size, blocks=args.blocks, features=args.features, dtype=args.dtype,
+        parallel=args.parallel, steps=args.steps, warmup=args.warmup, infer_lr_size=args.infer_lr_size,
+        vgg_weights=args.vgg_weights, image_dir=args.image_dir, tfds_data_dir=args.tfds_data_dir)
+    benchmark.run_benchmarks(args.what, settings, compare_torch=args.compare_torch, torch_script=args.torch_script,
+                             json_path=args.json)
+    return 0
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from srgan_jax import export
 
-    return export.run_cli(args)
+    metadata = export.export_generator(checkpoint=args.checkpoint, fmt=args.format, out=args.output)
+    size = sum(f.stat().st_size for f in Path(args.output).rglob("*") if f.is_file())
+    print(f"wrote {args.output} ({args.format}: {', '.join(metadata['files'])}; {size / 2**20:.1f} MiB)")
+    print(f"x{metadata['scale']}, signatures float32 and uint8, dynamic batch, height and width; "
+          f"weights sha256 {metadata['source']['weights_sha256'][:16]}...")
+    return 0
 
 
 def _cmd_convert_vgg19(args: argparse.Namespace) -> int:
     from srgan_jax import vgg_weights
 
-    return vgg_weights.run_convert_cli(args)
+    meta = vgg_weights.convert_vgg19(source=args.source, layout=args.layout, out=args.out)
+    print(f"wrote {args.out} (+ {vgg_weights.sidecar_path(args.out)})")
+    print(f"sha256 {meta['sha256']}")
+    print(f"{meta['layers']} conv layers from {meta['source']} ({meta['layout']}), "
+          f"preprocessing {meta['preprocessing']}")
+    return 0
 
 
 def _cmd_convert_lpips(args: argparse.Namespace) -> int:
     from srgan_jax import lpips_weights
 
-    return lpips_weights.run_convert_cli(args)
+    sidecar = lpips_weights.convert_lpips(out=args.out, linear=args.linear, backbone=args.backbone)
+    print(f"wrote {args.out} (+ {lpips_weights.sidecar_path(args.out)})")
+    print(f"sha256 {sidecar['sha256']}")
+    for part in ("linear", "backbone"):
+        print(f"{part}: {sidecar[part]['file']} ({sidecar[part]['origin']})")
+    return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -73,8 +106,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lpips-weights", default=None,
                    help="converted LPIPS file for --metrics ...,lpips (make it with srgan-jax convert-lpips)")
     p.add_argument("--plot", default=None, help="write the perception-distortion figure (PSNR vs NIQE/LPIPS) here")
+    p.add_argument("--scale", type=int, default=None,
+                   help="upscaling factor; default: the checkpoint's (a different --scale is an error), "
+                        "and 4 for a --method baseline")
     p.add_argument("--data-dir", default=os.environ.get("SRGAN_DATA_DIR"),
-                   help="folder holding <Set>/ and <Set>_LR_x4/ (default: $SRGAN_DATA_DIR)")
+                   help="folder holding <Set>/ and <Set>_LR_x<scale>/ (default: $SRGAN_DATA_DIR)")
     p.add_argument("--sets", type=_csv, default=["Set5", "Set14", "BSD100"], help="comma-separated")
     p.add_argument("--lr-source", default="auto", choices=["auto", "shipped", "make"])
     p.add_argument("--json", default=None, help="write the results here")

@@ -1,23 +1,25 @@
-"""Set5 / Set14 / BSD100 x4 evaluation tables (the paper protocol of SPEC.md).
+"""Set5 / Set14 / BSD100 evaluation tables (the paper protocol of SPEC.md) at the model's scale s.
 
-Layout of `data_dir`: `<Set>/` holds the HR images, `<Set>_LR_x4/` (optional) the shipped LR
-inputs under the same file names. HR images are mod-cropped to a multiple of the scale
-(top-left kept) and converted to RGB; LR is either the shipped file or MATLAB bicubic / 4
-of the HR (`imresize`). Every upscaler maps uint8 [h, w, 3] RGB LR to uint8 [4h, 4w, 3] SR,
-scored with `metrics.psnr` / `metrics.ssim` and, on request, the no-reference `niqe.niqe`
-(all on the Y channel with a 4-px border crop; NIQE of the HR images is the reference point)
-and the full-reference LPIPS (`networks.lpips`, v0.1 AlexNet: full RGB mapped to [-1, 1], the
-same 4-px border crop as PSNR so that both see the same pixels; lower = closer to HR, 0 for HR
-itself, so HR gets no LPIPS row).
+The scale comes from the checkpoint(s) (x4 in the paper); the baselines run at the same s, and
+alone (`method`) at `scale` (default `BASELINE_SCALE`). Layout of `data_dir`: `<Set>/` holds the
+HR images, `<Set>_LR_x<s>/` (optional) the shipped LR inputs under the same file names. HR
+images are mod-cropped to a multiple of s (top-left kept) and converted to RGB; LR is either
+the shipped file or MATLAB bicubic / s of the HR (`imresize`). Every upscaler maps uint8
+[h, w, 3] RGB LR to uint8 [s*h, s*w, 3] SR, scored with `metrics.psnr` / `metrics.ssim` and, on
+request, the no-reference `niqe.niqe` (all on the Y channel with an s-px border crop; NIQE of
+the HR images is the reference point) and the full-reference LPIPS (`networks.lpips`, v0.1
+AlexNet: full RGB mapped to [-1, 1], the same s-px border crop as PSNR so that both see the
+same pixels; lower = closer to HR, 0 for HR itself, so HR gets no LPIPS row).
 """
 
 from __future__ import annotations
 
-import argparse
+import dataclasses
+import functools
 import json
 import sys
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -32,12 +34,12 @@ PairMetric = Callable[[np.ndarray, np.ndarray], float]  # (sr, hr) uint8 [H, W, 
 ImagePair = tuple[str, np.ndarray, np.ndarray]  # (name, lr uint8 [h, w, 3], hr uint8 [H, W, 3])
 
 
-def lr_dir_name(set_name: str, scale: int = 4) -> str:
-    """Folder of the shipped LR references of a set, e.g. 'Set5_LR_x4'."""
+def lr_dir_name(set_name: str, scale: int) -> str:
+    """Folder of the shipped LR references of a set at x`scale`, e.g. 'Set5_LR_x4'."""
     return f"{set_name}_LR_x{scale}"
 
 
-def resolve_lr_source(data_dir: str | Path, set_name: str, lr_source: str = "auto", scale: int = 4) -> str:
+def resolve_lr_source(data_dir: str | Path, set_name: str, scale: int, lr_source: str = "auto") -> str:
     """'shipped' or 'make': 'auto' picks 'shipped' when `<Set>_LR_x<scale>/` exists."""
     if lr_source not in ("auto", "shipped", "make"):
         raise ValueError(f"lr_source must be auto, shipped or make, got {lr_source!r}")
@@ -47,7 +49,7 @@ def resolve_lr_source(data_dir: str | Path, set_name: str, lr_source: str = "aut
 
 
 def load_image_pairs(
-    data_dir: str | Path, set_name: str, lr_source: str = "auto", scale: int = 4
+    data_dir: str | Path, set_name: str, scale: int, lr_source: str = "auto"
 ) -> tuple[list[ImagePair], list[str]]:
     """Read one benchmark set as (name, lr, hr) uint8 RGB pairs, sorted by file name.
 
@@ -67,7 +69,7 @@ def load_image_pairs(
     files = sorted(p for p in set_dir.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
         return [], [f"{set_dir}: no images ({', '.join(IMAGE_SUFFIXES)}) in the set folder"]
-    source = resolve_lr_source(data_dir, set_name, lr_source, scale)
+    source = resolve_lr_source(data_dir, set_name, scale, lr_source)
     lr_dir = data_dir / lr_dir_name(set_name, scale)
     if source == "shipped" and not lr_dir.is_dir():
         return [], [f"{lr_dir}: LR folder not found; use --lr-source make to downscale the HR images"]
@@ -143,15 +145,17 @@ def _score(sr: np.ndarray, hr: np.ndarray, metric_names: Sequence[str], scale: i
     return scores
 
 
-def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_names: Sequence[str] = ("psnr", "ssim"),
-                 progress: str | None = None, scale: int = 4, lpips_fn: PairMetric | None = None) -> dict:
+def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], scale: int,
+                 metric_names: Sequence[str] = ("psnr", "ssim"), progress: str | None = None,
+                 lpips_fn: PairMetric | None = None) -> dict:
     """Score an upscaler on (name, lr, hr) pairs with the paper protocol.
 
     Args:
       upscale_fn: uint8 [h, w, 3] RGB LR -> uint8 [H, W, 3] RGB SR (float in [0, 1] is also
         accepted: clipped and rounded to 8 bits before scoring). None scores the HR images
         themselves: the reference point of the no-reference NIQE (only "niqe" is meaningful).
-      pairs: from `load_image_pairs`.
+      pairs: from `load_image_pairs` at the same `scale`.
+      scale: the upscaling factor: SR must be `scale` x LR; also the border crop in pixels.
       metric_names: any of METRICS. PSNR (dB) and SSIM compare with HR; NIQE (lower is more
         natural) scores the SR image alone; all three on the Y channel. LPIPS (lower is closer)
         compares with HR in RGB. All with a `scale`-px border crop.
@@ -182,17 +186,24 @@ def evaluate_set(upscale_fn: Upscaler | None, pairs: list[ImagePair], metric_nam
     return {**means, "n": len(per_image), "per_image": per_image}
 
 
-def bicubic_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
+def bicubic_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """MATLAB `imresize(lr, scale, 'bicubic')` on uint8 (rounded per axis), the bicubic baseline."""
     return imresize(lr, scale=scale)
 
 
-def nearest_upscale(lr: np.ndarray, scale: int = 4) -> np.ndarray:
+def nearest_upscale(lr: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour x`scale` (pixel replication), the NN baseline."""
     return upscale_nearest(lr, scale)
 
 
-BASELINES: dict[str, Upscaler] = {"nearest": nearest_upscale, "bicubic": bicubic_upscale}
+def baselines(scale: int) -> dict[str, Upscaler]:
+    """The paper's baselines at x`scale`: {"nearest": ..., "bicubic": ...}, uint8 LR -> uint8 SR."""
+    return {"nearest": functools.partial(nearest_upscale, scale=scale),
+            "bicubic": functools.partial(bicubic_upscale, scale=scale)}
+
+
+BASELINE_NAMES = ("nearest", "bicubic")
+BASELINE_SCALE = 4  # a baseline scored alone (no model to take the scale from): the paper's x4
 METRICS = ("psnr", "ssim", "niqe", "lpips")
 HR_METHOD = "HR"  # the HR images scored as they are (NIQE only)
 
@@ -217,82 +228,133 @@ def format_table(results: dict[str, dict[str, dict]], lr_source_used: dict[str, 
     return "\n".join(lines)
 
 
-def _methods(args: argparse.Namespace) -> dict[str, Upscaler]:
-    """The upscalers to score: one baseline, or the model(s) plus both baselines.
+@dataclasses.dataclass(frozen=True)
+class Evaluation:
+    """What `evaluate_benchmarks` scored.
+
+    Attributes:
+      results: {method: {set: `evaluate_set` result}}.
+      lr_source_used: {set: "shipped" or "make"}, for the sets that were scored.
+      scale: the upscaling factor of every method (and the border crop of every metric).
+      problems: one line per set or image that could not be scored (also printed on stderr).
+    """
+
+    results: dict[str, dict[str, dict]]
+    lr_source_used: dict[str, str]
+    scale: int
+    problems: list[str]
+
+
+def _common_scale(models: dict[str, Any], requested: int | None) -> int:
+    """The one `.scale` of the loaded `models` ({name: Upscaler}); UserError if they differ or
+    `requested` (not None) is another."""
+    scales = {name: model.scale for name, model in models.items()}
+    if len(set(scales.values())) > 1:
+        listed = ", ".join(f"{name} x{scale}" for name, scale in scales.items())
+        raise UserError(f"the checkpoints upscale by different factors ({listed}): evaluate models of one scale "
+                        "per run")
+    scale = next(iter(scales.values()))
+    if requested is not None and requested != scale:
+        raise UserError(f"--scale {requested} contradicts the checkpoint's x{scale}: drop --scale (a model's "
+                        "scale comes from its checkpoint)")
+    return scale
+
+
+def _methods(method: str | None, checkpoints: Sequence[str], scale: int | None) -> tuple[dict[str, Upscaler], int]:
+    """The upscalers to score and their common scale: one baseline at `scale` (None:
+    BASELINE_SCALE), or the model(s) plus both baselines at the models' scale.
 
     One checkpoint (or the shipped one) is named "model"; several are named by their paths.
     """
-    if args.method is not None:
-        if args.checkpoint:
+    if scale is not None and scale < 2:
+        raise UserError(f"--scale {scale}: the upscaling factor must be 2 or more")
+    if method is not None:
+        if method not in BASELINE_NAMES:
+            raise UserError(f"--method {method}: use one of {', '.join(BASELINE_NAMES)}")
+        if checkpoints:
             raise UserError("--method scores a baseline and ignores --checkpoint; pass only one of them")
-        return {args.method: BASELINES[args.method]}
+        scale = BASELINE_SCALE if scale is None else scale
+        return {method: baselines(scale)[method]}, scale
     from srgan_jax.upscaling.engine import load_generator  # JAX only when a model is scored
 
-    checkpoints = args.checkpoint or [None]
-    if len(checkpoints) == 1:
-        return {"model": load_generator(checkpoints[0]), **BASELINES}
-    return {**{str(path): load_generator(path) for path in checkpoints}, **BASELINES}
+    paths = list(checkpoints) or [None]
+    models = {"model" if len(paths) == 1 else str(path): load_generator(path) for path in paths}
+    scale = _common_scale(models, scale)
+    return {**models, **baselines(scale)}, scale
 
 
-def run_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax evaluate`: print a PSNR/SSIM (NIQE, LPIPS) table, optionally write JSON.
-
-    JSON layout: one method (`--method`, no NIQE) -> {set: {<metric>, "n", "per_image"}}; the model(s)
-    (no `--method`) -> {"model" (or each checkpoint path) | "nearest" | "bicubic" | "HR": {set: {...}}},
-    "HR" (NIQE of the HR images) only with NIQE, and then the --method layout is {method: ...} too.
-    LPIPS (`--metrics ...,lpips`) needs `--lpips-weights` (a `srgan-jax convert-lpips` file).
-    `--plot` writes the perception-distortion figure (PSNR against NIQE and/or LPIPS).
-    Problems (a missing set, an unreadable image) go to stderr, one line each, and the others
-    are still scored; returns 1 if there was any such problem, else 0.
-    """
-    if not args.data_dir:
+def _check_options(data_dir: str | Path | None, sets: Sequence[str], metric_names: Sequence[str],
+                   plot: str | Path | None) -> tuple[Path, list[str]]:
+    """UserError for a missing data folder, no sets, unknown metrics or a plot without its metrics;
+    else (the data folder, the metric names without repeats)."""
+    if not data_dir:
         raise UserError("no data folder: pass --data-dir <folder with Set5/, Set14/, BSD100/> or set SRGAN_DATA_DIR")
-    data_dir = Path(args.data_dir)
+    data_dir = Path(data_dir)
     if not data_dir.is_dir():
         raise UserError(f"data folder {data_dir} not found; pass --data-dir <folder with Set5/, Set14/, ...>")
-    if not args.sets:
+    if not sets:
         raise UserError("no sets given; pass --sets Set5,Set14,BSD100")
-    metric_names = list(dict.fromkeys(args.metrics))
-    unknown = set(metric_names) - set(METRICS)
-    if unknown or not metric_names:
-        raise UserError(f"--metrics {','.join(args.metrics)}: use any of {','.join(METRICS)}")
-    if args.plot and ("psnr" not in metric_names or not {"niqe", "lpips"} & set(metric_names)):
+    names = list(dict.fromkeys(metric_names))
+    if set(names) - set(METRICS) or not names:
+        raise UserError(f"--metrics {','.join(metric_names)}: use any of {','.join(METRICS)}")
+    if plot and ("psnr" not in names or not {"niqe", "lpips"} & set(names)):
         raise UserError("--plot draws PSNR against NIQE or LPIPS: pass --metrics psnr,ssim,niqe (or psnr,lpips)")
+    return data_dir, names
+
+
+def evaluate_benchmarks(data_dir: str | Path | None, sets: Sequence[str], *, method: str | None = None,
+                        checkpoints: Sequence[str] = (), scale: int | None = None,
+                        metric_names: Sequence[str] = ("psnr", "ssim"), lr_source: str = "auto",
+                        lpips_weights: str | Path | None = None, plot: str | Path | None = None,
+                        json_path: str | Path | None = None) -> Evaluation:
+    """`srgan-jax evaluate`: score the methods on each set, print the table, write `plot` and `json_path`.
+
+    Methods: `method` (a BASELINE_NAMES baseline, at `scale` or BASELINE_SCALE), else each of
+    `checkpoints` (none: the shipped SRResNet x4) and both baselines, all at the checkpoints' one
+    scale (UserError if they differ, or if `scale` is given and another). LR: `lr_source` (auto,
+    shipped or make) at that scale. `metric_names`: any of METRICS; NIQE adds the HR row, LPIPS
+    needs `lpips_weights` (a `srgan-jax convert-lpips` file). `plot`: the perception-distortion
+    figure (PSNR against NIQE and/or LPIPS).
+    JSON layout: one method, no NIQE -> {set: {<metric>, "n", "per_image"}}; otherwise
+    {method (model, each checkpoint path, nearest, bicubic, HR): {set: {...}}}, "HR" (NIQE of the
+    HR images) only with NIQE. A missing set or an unreadable image is one line on stderr and in
+    `problems`; the others are still scored. UserError if nothing could be scored.
+    """
+    data_dir, wanted = _check_options(data_dir, sets, metric_names, plot)
     lpips_fn = None
-    if "lpips" in metric_names:
-        if not args.lpips_weights:
-            raise UserError(f"--metrics {','.join(args.metrics)} includes lpips, which needs --lpips-weights FILE; "
+    if "lpips" in wanted:
+        if not lpips_weights:
+            raise UserError(f"--metrics {','.join(metric_names)} includes lpips, which needs --lpips-weights FILE; "
                             "make the file with: srgan-jax convert-lpips --out alex_v0.1.msgpack "
                             "(see pretrained/README.md, LPIPS)")
-        lpips_fn = lpips_scorer(args.lpips_weights)
-    methods = _methods(args)
-    if "niqe" in metric_names:
+        lpips_fn = lpips_scorer(lpips_weights)
+    methods, scale = _methods(method, checkpoints, scale)
+    if "niqe" in wanted:
         methods[HR_METHOD] = None  # the HR images themselves: NIQE's reference point
-    results: dict[str, dict[str, dict]] = {method: {} for method in methods}
-    lr_source_used = {}
-    failed = False
-    for set_name in args.sets:
-        pairs, errors = load_image_pairs(data_dir, set_name, args.lr_source)
+    results: dict[str, dict[str, dict]] = {name: {} for name in methods}
+    lr_source_used, problems = {}, []
+    for set_name in sets:
+        pairs, errors = load_image_pairs(data_dir, set_name, scale, lr_source)
         for line in errors:
             print(line, file=sys.stderr)
-        failed = failed or bool(errors)
+        problems += errors
         if not pairs:
             continue
-        lr_source_used[set_name] = resolve_lr_source(data_dir, set_name, args.lr_source)
-        for method, upscale_fn in methods.items():
-            names = ["niqe"] if upscale_fn is None else metric_names
-            results[method][set_name] = evaluate_set(upscale_fn, pairs, names, progress=f"{method} {set_name}",
-                                                     lpips_fn=lpips_fn)
+        lr_source_used[set_name] = resolve_lr_source(data_dir, set_name, scale, lr_source)
+        for name, upscale_fn in methods.items():
+            names = ["niqe"] if upscale_fn is None else wanted
+            results[name][set_name] = evaluate_set(upscale_fn, pairs, scale, names, progress=f"{name} {set_name}",
+                                                   lpips_fn=lpips_fn)
     if not lr_source_used:
         raise UserError(f"no images could be evaluated (see above); check --data-dir {data_dir} and --sets")
-    print(format_table(results, lr_source_used, metric_names))
-    if args.plot:
+    print(format_table(results, lr_source_used, wanted))
+    if plot:
         from srgan_jax import pd_plot
 
-        Path(args.plot).parent.mkdir(parents=True, exist_ok=True)
-        pd_plot.render(results, reference=HR_METHOD).save(args.plot, format="PNG")
-        print(f"wrote {args.plot}")
-    if args.json:
-        payload = results[args.method] if args.method is not None and HR_METHOD not in results else results
-        Path(args.json).write_text(json.dumps(payload, indent=2) + "\n")
-    return 1 if failed else 0
+        Path(plot).parent.mkdir(parents=True, exist_ok=True)
+        pd_plot.render(results, reference=HR_METHOD).save(plot, format="PNG")
+        print(f"wrote {plot}")
+    if json_path:
+        payload = results[method] if method is not None and HR_METHOD not in results else results
+        Path(json_path).write_text(json.dumps(payload, indent=2) + "\n")
+    return Evaluation(results, lr_source_used, scale, problems)

@@ -24,7 +24,6 @@ onnxruntime) as a numpy function. TensorFlow, LiteRT, tf2onnx and onnxruntime co
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import functools
 import hashlib
@@ -291,13 +290,3 @@ def load_exported(out: str | Path, signature: str = "float32") -> Callable[[np.n
 
     session = onnxruntime.InferenceSession(str(out / f"{signature}.onnx"), providers=["CPUExecutionProvider"])
     return lambda lr: session.run(["sr"], {"lr": lr})[0]
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax export --checkpoint C --format F -o OUT`: export and say what was written."""
-    metadata = export_generator(args.checkpoint, args.format, args.output)
-    size = sum(f.stat().st_size for f in Path(args.output).rglob("*") if f.is_file())
-    print(f"wrote {args.output} ({args.format}: {', '.join(metadata['files'])}; {size / 2**20:.1f} MiB)")
-    print(f"x{metadata['scale']}, signatures float32 and uint8, dynamic batch, height and width; "
-          f"weights sha256 {metadata['source']['weights_sha256'][:16]}...")
-    return 0

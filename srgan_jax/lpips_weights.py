@@ -17,7 +17,6 @@ run code when it is read.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import importlib.metadata
 import importlib.util
@@ -298,13 +297,3 @@ def convert_lpips(out: str | Path, linear: str | Path | None = None, backbone: s
     except OSError as err:
         raise UserError(f"cannot write {out} ({first_line(err)}): choose another --out") from None
     return sidecar
-
-
-def run_convert_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax convert-lpips --out FILE [--linear alex.pth] [--backbone FILE]`: convert and report."""
-    sidecar = convert_lpips(args.out, args.linear, args.backbone)
-    print(f"wrote {args.out} (+ {sidecar_path(args.out)})")
-    print(f"sha256 {sidecar['sha256']}")
-    for part in ("linear", "backbone"):
-        print(f"{part}: {sidecar[part]['file']} ({sidecar[part]['origin']})")
-    return 0

@@ -7,7 +7,6 @@ the input preprocessing they expect (`networks.vgg19.PREPROCESSING`).
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import json
@@ -315,13 +314,3 @@ def convert_vgg19(source: str | Path, layout: str, out: str | Path) -> dict:
     except OSError as err:
         raise UserError(f"cannot write {err.filename or out} ({err.strerror}): choose a writable --out") from None
     return meta
-
-
-def run_convert_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax convert-vgg19 SOURCE --from LAYOUT --out FILE`: convert and report."""
-    meta = convert_vgg19(args.source, args.layout, args.out)
-    print(f"wrote {args.out} (+ {sidecar_path(args.out)})")
-    print(f"sha256 {meta['sha256']}")
-    print(f"{meta['layers']} conv layers from {meta['source']} ({meta['layout']}), "
-          f"preprocessing {meta['preprocessing']}")
-    return 0

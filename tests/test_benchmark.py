@@ -117,6 +117,14 @@ def test_compare_torch_skips_with_a_reason(tmp_path, monkeypatch):
     assert "not installed" in benchmark.run_torch("g_step", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
 
 
+def test_compare_torch_skips_a_scale_the_reference_lacks(monkeypatch):
+    config = benchmark.benchmark_config("infer", tiny())
+    config.model.scale = 2
+    monkeypatch.setattr(benchmark, "benchmark_config", lambda name, settings: config)
+    skipped = benchmark.run_torch("infer", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
+    assert skipped == "the PyTorch reference is x4 only, this model x2"
+
+
 def test_input_benchmark_and_where_the_tfds_copy_goes(tmp_path, caplog):
     pytest.importorskip("tensorflow_datasets", reason="TensorFlow / tfds are not installed")
     folder = tmp_path / "images"

@@ -106,7 +106,7 @@ def test_upscale_nearest_blocks():
     np.testing.assert_array_equal(
         upscale_nearest(image, 2), [[1, 1, 2, 2], [1, 1, 2, 2], [3, 3, 4, 4], [3, 3, 4, 4]]
     )
-    assert upscale_nearest(np.zeros((5, 3, 3), np.uint8)).shape == (20, 12, 3)
+    assert upscale_nearest(np.zeros((5, 3, 3), np.uint8), 4).shape == (20, 12, 3)
 
 
 def test_interior_matches_shipped_set5_lr():

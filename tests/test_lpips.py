@@ -142,13 +142,13 @@ def _random_pairs(count: int = 4, size: int = 64, seed: int = 0) -> tuple[np.nda
 
 def _set5_pairs(size: int = 96) -> tuple[np.ndarray, np.ndarray]:
     """Centre crops of Set5 HR and MATLAB bicubic x4 of the same crop of the shipped LR, in [-1, 1]."""
-    pairs, errors = evaluate.load_image_pairs(_data_dir(), "Set5")
+    pairs, errors = evaluate.load_image_pairs(_data_dir(), "Set5", 4)
     if errors or not pairs:
         pytest.skip(f"Set5 not readable under {_data_dir()} (set SRGAN_DATA_DIR)")
     sr, hr = [], []
     for _, lr, hr_image in pairs:
         top, left = (lr.shape[0] - size // 4) // 2, (lr.shape[1] - size // 4) // 2
-        sr.append(evaluate.bicubic_upscale(lr[top : top + size // 4, left : left + size // 4]))
+        sr.append(evaluate.bicubic_upscale(lr[top : top + size // 4, left : left + size // 4], 4))
         hr.append(hr_image[4 * top : 4 * top + size, 4 * left : 4 * left + size])
     return tuple(np.stack(images).astype(np.float32) / 127.5 - 1.0 for images in (sr, hr))
 
@@ -317,16 +317,17 @@ def test_evaluate_scores_lpips_on_rgb_after_the_border_crop(weights, tmp_path, c
         _save_toy_image(tmp_path / "Toy" / f"im{i}.png", 64, seed=i)
     out, plot = tmp_path / "r.json", tmp_path / "pd.png"
     # Nearest-neighbour stands in for the model, so the test needs no checkpoint.
-    monkeypatch.setattr(evaluate, "_methods", lambda _: {"model": evaluate.nearest_upscale, **evaluate.BASELINES})
+    baselines = evaluate.baselines(4)
+    monkeypatch.setattr(evaluate, "_methods", lambda *_: ({"model": baselines["nearest"], **baselines}, 4))
     argv = ["evaluate", "--data-dir", str(tmp_path), "--sets", "Toy", "--metrics", "psnr,ssim,lpips"]
     assert cli.main([*argv, "--lpips-weights", str(weights), "--json", str(out), "--plot", str(plot)]) == 0
     table = capsys.readouterr().out
     assert "| PSNR (dB) | SSIM | LPIPS |" in table and "| bicubic | Toy |" in table and "| HR |" not in table
     result = json.loads(out.read_text())
     metric = lpips_weights.load_lpips(weights)
-    (name, lr, hr), _ = evaluate.load_image_pairs(tmp_path, "Toy")[0]
+    (name, lr, hr), _ = evaluate.load_image_pairs(tmp_path, "Toy", 4)[0]
     for method in ("model", "nearest", "bicubic"):
-        sr = evaluate.BASELINES["nearest" if method == "model" else method](lr)
+        sr = baselines["nearest" if method == "model" else method](lr)
         cropped = [a[None, 4:-4, 4:-4].astype(np.float32) / 127.5 - 1 for a in (sr, hr)]
         expected = float(_jax_distance(metric, *cropped)[0])
         assert result[method]["Toy"]["per_image"][name]["lpips"] == pytest.approx(expected, rel=RTOL)

@@ -118,7 +118,7 @@ def imresize(
     return out.astype(np.uint8) if is_uint8 else out
 
 
-def upscale_nearest(image: np.ndarray, scale: int = 4) -> np.ndarray:
+def upscale_nearest(image: np.ndarray, scale: int) -> np.ndarray:
     """Nearest-neighbour upscaling by an integer factor: each pixel becomes a scale x scale block.
 
     Works on [H, W] or [H, W, C] of any dtype; returns [H * scale, W * scale(, C)], same dtype.

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 from typing import Sequence
 
@@ -61,23 +60,26 @@ def _label(checkpoint: str | None) -> str:
     return checkpoint if len(checkpoint) <= 30 else "..." + checkpoint[-27:]
 
 
-def run_compare_cli(args: argparse.Namespace) -> int:
-    """`srgan-jax compare`: PNG figure bicubic | each model | HR, PSNR/SSIM under each panel.
+def write_comparison(image: str | Path, output: str | Path, *, checkpoints: Sequence[str | Path] = (),
+                     labels: Sequence[str] = (), lr_input: bool = False, crop: str | None = None) -> Path:
+    """`srgan-jax compare`: PNG figure bicubic | each model | HR at `output`, PSNR/SSIM under each panel.
 
-    IMAGE is HR (mod-cropped to the scale; LR = MATLAB bicubic / scale) or, with --lr, the LR
-    input itself (no HR panel, no scores). Each model's panel is titled by its --label (one
-    per --checkpoint), else by the checkpoint path. Scores are the paper protocol on the whole
-    image (Y channel, border crop = scale), whatever --crop shows.
+    `image` is HR (mod-cropped to the scale; LR = MATLAB bicubic / scale) or, with `lr_input`,
+    the LR input itself (no HR panel, no scores). The models are `checkpoints` (none: the
+    shipped SRResNet x4), all of one scale, which is the figure's. Each model's panel is titled
+    by its label (one per checkpoint; none: the checkpoint paths). Scores are the paper protocol
+    on the whole image (Y channel, border crop = scale), whatever `crop` ('x,y,w,h' in SR
+    pixels, `parse_crop`) shows. Returns `output` as a Path.
     """
-    output = Path(args.output)
+    output = Path(output)
     if output.suffix.lower() != ".png":
         raise UserError(f"-o {output}: the figure is a PNG; give a file name ending in .png")
     try:
-        rgb = read_rgb(args.image)
+        rgb = read_rgb(image)
     except DECODE_ERRORS as err:
-        raise UserError(f"{args.image}: unreadable image ({err}); pass a PNG/JPEG/... file") from None
-    checkpoints = args.checkpoint or [None]
-    labels = args.label or [_label(c) for c in checkpoints]
+        raise UserError(f"{image}: unreadable image ({err}); pass a PNG/JPEG/... file") from None
+    checkpoints = [str(c) for c in checkpoints] or [None]
+    labels = list(labels) or [_label(c) for c in checkpoints]
     if len(labels) != len(checkpoints):
         raise UserError(f"{len(labels)} --label for {len(checkpoints)} model(s): give one --label per --checkpoint, "
                         "in the same order (or none)")
@@ -85,12 +87,12 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     scale = models[0][1].scale
     if any(upscaler.scale != scale for _, upscaler in models):
         raise UserError("the checkpoints upscale by different factors: compare models of one scale")
-    if args.lr:
+    if lr_input:
         lr, hr = rgb, None
     else:
         hr = mod_crop(rgb, scale)
         if min(hr.shape[:2]) < 2 * scale + 11:  # SSIM's 11-px window after the border crop
-            raise UserError(f"{args.image} is too small to score ({rgb.shape[1]}x{rgb.shape[0]}): pass an HR "
+            raise UserError(f"{image} is too small to score ({rgb.shape[1]}x{rgb.shape[0]}): pass an HR "
                             f"image of at least {2 * scale + 11} px a side, or --lr")
         lr = imresize(hr, scale=1.0 / scale)
 
@@ -104,8 +106,7 @@ def run_compare_cli(args: argparse.Namespace) -> int:
     panels += [(label, caption(sr), sr) for label, sr in ((label, upscaler(lr)) for label, upscaler in models)]
     if hr is not None:
         panels.append(("HR (ground truth)", "reference", hr))
-    crop = parse_crop(args.crop, *bicubic.shape[:2])
+    region = parse_crop(crop, *bicubic.shape[:2])
     output.parent.mkdir(parents=True, exist_ok=True)
-    render_figure(panels, crop).save(output, format="PNG")
-    print(output)
-    return 0
+    render_figure(panels, region).save(output, format="PNG")
+    return output

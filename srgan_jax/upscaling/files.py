@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import warnings
@@ -116,7 +115,7 @@ def _without_earlier_outputs(found: list[Path], scale: int) -> list[Path]:
     return [p for p in found if not (p.stem.endswith(tag) and (p.parent, p.stem[:-len(tag)]) in stems)]
 
 
-def plan_outputs(inputs: Sequence[str], output: str | Path, format_name: str | None, scale: int
+def plan_outputs(inputs: Sequence[str | Path], output: str | Path, format_name: str | None, scale: int
                  ) -> tuple[list[tuple[Path, Path, str]], list[str]]:
     """Pair every input image with its output path and PIL format.
 
@@ -222,22 +221,26 @@ def _announce(jobs: list[tuple[Path, Path, str, engine.Estimate]]) -> None:
               f"{available / 2**30:.1f} GiB are available", file=sys.stderr)
 
 
-def run_upscale_cli(args: argparse.Namespace) -> int:
+def upscale_files(inputs: Sequence[str | Path], output: str | Path, *, checkpoint: str | Path | None = None,
+                  tile: int = 128, overlap: int = 16, batch: int = 4, dtype: str = "float32",
+                  format_name: str | None = None, max_output_megapixels: float = 200.0,
+                  skip_existing: bool = False) -> dict[str, int]:
     """`srgan-jax upscale`: write the SR of every input image, print each output path.
 
+    `checkpoint`, `tile`, `overlap`, `batch`, `dtype` as `engine.load_generator` takes them; the
+    scale is the checkpoint's. `inputs`, `output`, `format_name` as `plan_outputs` takes them.
     Before any pixel is decoded, each input's header gives the output size, memory and time
-    (`Upscaler.estimate`); inputs whose output is over --max-output-megapixels are refused.
-    With --skip-existing, inputs whose output exists are skipped (outputs appear only
+    (`Upscaler.estimate`); inputs whose output is over `max_output_megapixels` are refused.
+    With `skip_existing`, inputs whose output exists are skipped (outputs appear only
     complete, see `write_image`), so a rerun resumes. Problems with single files (missing,
     unreadable, too large, would overwrite an input) are one line each on stderr and do not
     stop the others; the last line counts what was written, skipped and failed. Progress bars
     (over images, and over tiles for an image that needs several forward passes) appear on a
-    terminal only. Returns 0, or 1 if any file failed.
+    terminal only. Returns those counts: {"written", "skipped", "failed"}.
     """
-    upscaler = engine.load_generator(args.checkpoint, tile=args.tile, overlap=args.overlap, batch=args.batch,
-                                     dtype=args.dtype)
-    jobs, errors = plan_outputs(args.inputs, args.output, args.format, upscaler.scale)
-    done = {target for _, target, _ in jobs if args.skip_existing and target.is_file()}
+    upscaler = engine.load_generator(checkpoint, tile=tile, overlap=overlap, batch=batch, dtype=dtype)
+    jobs, errors = plan_outputs(inputs, output, format_name, upscaler.scale)
+    done = {target for _, target, _ in jobs if skip_existing and target.is_file()}
     for target in sorted(done):
         if _remove_stale_partial(target):
             print(f"{partial_path(target)}: left by an interrupted run; removed", file=sys.stderr)
@@ -245,7 +248,7 @@ def run_upscale_cli(args: argparse.Namespace) -> int:
         # PIL warns past 89 MP of input; --max-output-megapixels is the limit here.
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         planned, refused = _estimate_jobs(upscaler, [job for job in jobs if job[1] not in done],
-                                          args.max_output_megapixels)
+                                          max_output_megapixels)
         errors += refused
         for line in errors:
             print(line, file=sys.stderr)
@@ -262,7 +265,7 @@ def run_upscale_cli(args: argparse.Namespace) -> int:
             print(f"{_summary(counts)}; interrupted: rerun with --skip-existing to go on", file=sys.stderr)
             raise
     print(_summary(counts), file=sys.stderr)
-    return 1 if counts["failed"] else 0
+    return counts
 
 
 def _summary(counts: dict[str, int]) -> str:
