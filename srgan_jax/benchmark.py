@@ -201,12 +201,12 @@ def _synthetic_batch(batch: int, hr_size: int, scale: int) -> dict:
 def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None) -> tuple[ContentLoss, str | None]:
     """Training's content loss (`models.create_content_loss`); VGG on random weights without a file."""
     if config.loss.content == "mse":
-        return models.create_content_loss(config), None
+        return models.create_content_loss(config_lib.run_spec(config)), None
     if vgg_weights:
-        return models.create_content_loss(config), vgg_weights
+        return models.create_content_loss(config_lib.run_spec(config)), vgg_weights
     features = vgg19.random_feature_extractor((config_lib.vgg_layer(config.loss.content),), seed=0,
                                               dtype=config_lib.compute_dtype(config.dtype))
-    return models.create_content_loss(config, features), RANDOM_VGG
+    return models.create_content_loss(config_lib.run_spec(config), features), RANDOM_VGG
 
 
 def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
@@ -260,7 +260,7 @@ def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
     spec, scale = config_lib.run_spec(config), config.model.scale
     hr = settings.infer_lr_size * scale if name == "infer" else settings.hr_size
     lr = hr // scale
-    generator, discriminator = models.create_models(config)
+    generator, discriminator = models.create_models(config_lib.run_spec(config))
     image_bytes = 4 * 3 * (hr * hr + lr * lr)
     lr_image = jax.ShapeDtypeStruct((1, lr, lr, 3), np.float32)
     hr_image = jax.ShapeDtypeStruct((1, hr, hr, 3), np.float32)
@@ -317,7 +317,7 @@ def run_train_step(name: str, settings: Settings) -> dict:
     config = benchmark_config(name, settings)
     parallel.check_batch_size(settings.batch, jax.device_count())
     strategy = parallel.create_strategy(settings.parallel)
-    generator, discriminator = models.create_models(config, strategy.bn_axis_name)
+    generator, discriminator = models.create_models(config_lib.run_spec(config), strategy.bn_axis_name)
     content_loss, vgg_weights = _content_loss(config, settings.vgg_weights)
     if name == "g_step":
         step = functools.partial(generator_train_step, content_loss=content_loss)
@@ -342,7 +342,7 @@ def run_infer(settings: Settings) -> dict:
     parallel.check_batch_size(settings.batch, jax.device_count())
     scale = config.model.scale
     strategy = parallel.create_strategy(settings.parallel)
-    generator, _ = models.create_models(config)
+    generator, _ = models.create_models(config_lib.run_spec(config))
     spec = config_lib.run_spec(config)
     variables = generator_variables(create_state(spec, jax.random.key(spec.seed), generator, None))
     function = strategy.wrap_eval(functools.partial(eval_step, generator=generator))

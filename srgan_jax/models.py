@@ -1,4 +1,4 @@
-"""Factories: the networks and the content loss a config asks for, built for this backend.
+"""Factories: the networks and the content loss a run asks for, built for this backend.
 
 The one place where networks meet the backend: on the CPU the generator's output
 convolution and the discriminator's strided ones get the faster forms of `xla_cpu` as
@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import functools
 from typing import Any
-
-import ml_collections
 
 from srgan_jax import config as config_lib
 from srgan_jax import xla_cpu
@@ -43,23 +41,21 @@ def create_discriminator(dtype: Any = None, bn_axis_name: str | None = None) -> 
                          strided_conv=xla_cpu.strided_conv())
 
 
-def create_models(config: ml_collections.ConfigDict, bn_axis_name: str | None = None
+def create_models(spec: config_lib.RunSpec, bn_axis_name: str | None = None
                   ) -> tuple[Generator, Discriminator | None]:
-    """G, and D when the config has an adversarial loss, in the config's compute dtype."""
-    dtype = config_lib.compute_dtype(config.dtype)
-    generator = create_generator(GeneratorSpec.from_config(config), dtype, bn_axis_name)
-    discriminator = create_discriminator(dtype, bn_axis_name) if config_lib.uses_gan(config) else None
+    """G, and D when the run has an adversarial loss, in the run's compute dtype."""
+    generator = create_generator(spec.generator, spec.dtype, bn_axis_name)
+    discriminator = create_discriminator(spec.dtype, bn_axis_name) if spec.schedule.gan else None
     return generator, discriminator
 
 
-def create_content_loss(config: ml_collections.ConfigDict, features: VGGFeatures | None = None) -> ContentLoss:
-    """Pixel MSE, or the VGG i.j loss on `features` (default: the weights at `config.vgg_weights`)."""
-    if config.loss.content == "mse":
+def create_content_loss(spec: config_lib.RunSpec, features: VGGFeatures | None = None) -> ContentLoss:
+    """Pixel MSE, or the VGG i.j loss on `features` (default: the weights at `spec.vgg_weights`)."""
+    if spec.content_layer is None:
         return losses.mse_loss
-    layer = config_lib.vgg_layer(config.loss.content)
     if features is None:
         from srgan_jax import vgg_weights  # reads weight files: only VGG configs need it
 
-        features = vgg_weights.load_feature_extractor(config.vgg_weights, layers=(layer,),
-                                                      dtype=config_lib.compute_dtype(config.dtype))
-    return functools.partial(losses.vgg_content_loss, features, layer=layer)
+        features = vgg_weights.load_feature_extractor(spec.vgg_weights, layers=(spec.content_layer,),
+                                                      dtype=spec.dtype)
+    return functools.partial(losses.vgg_content_loss, features, layer=spec.content_layer)

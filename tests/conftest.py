@@ -53,7 +53,7 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     config.model.num_blocks, config.model.features = 1, 8
     config.data.hr_size = 32
     config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(config)
+    generator, _ = models.create_models(run_spec(config))
     state = create_state(run_spec(config), jax.random.key(1), generator, None)
     rng = np.random.default_rng(0)
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)

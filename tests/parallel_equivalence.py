@@ -58,9 +58,9 @@ def main(out_path):
     rng = np.random.default_rng(0)
     batch = {"lr": rng.uniform(size=(8, 8, 8, 3)).astype(np.float32),
              "hr": rng.uniform(-1, 1, size=(8, 32, 32, 3)).astype(np.float32)}
-    generator, discriminator = create_models(config)
+    generator, discriminator = create_models(run_spec(config))
     pmap = parallel.PmapStrategy()
-    pmap_generator, pmap_discriminator = create_models(config, pmap.bn_axis_name)
+    pmap_generator, pmap_discriminator = create_models(run_spec(config), pmap.bn_axis_name)
     # x64 makes some initialisers float64: cast, so every run but the reference is float32.
     state = cast(create_state(run_spec(config), jax.random.key(0), generator, discriminator), jnp.float32)
     pmap_state = state.replace(g=state.g.replace(apply_fn=pmap_generator.apply),

@@ -124,7 +124,7 @@ def test_output_stage_lr_scales_scale_only_their_layers_adam_steps():
 
     config = quickstart.get_config()
     config.model.num_blocks, config.model.features, config.data.hr_size = 1, 8, 32
-    generator, _ = models.create_models(config)
+    generator, _ = models.create_models(run_spec(config))
     updates = {}
     for tail, upsample in ((1.0, 1.0), (0.25, 0.0)):
         config.train.g_tail_lr_scale, config.train.g_upsample_lr_scale = tail, upsample

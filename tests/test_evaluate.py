@@ -176,7 +176,7 @@ def x2_checkpoint(tmp_path_factory) -> Path:
     config.model.num_blocks, config.model.features, config.model.scale = 1, 8, 2
     config.data.hr_size = 32
     config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(config)
+    generator, _ = models.create_models(run_spec(config))
     state = create_state(run_spec(config), jax.random.key(1), generator, None)
     rng = np.random.default_rng(0)
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)

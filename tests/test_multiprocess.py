@@ -57,7 +57,7 @@ def assert_same(a, b):
 def restore_in_this_process(workdir, image_dir):
     """The newest checkpoint restored here: one process, one device."""
     config = multiprocess_worker.tiny_config(str(image_dir), "mesh", 1, 0, 1, 0)
-    generator, discriminator = models.create_models(config, None)
+    generator, discriminator = models.create_models(run_spec(config), None)
     target = create_state(run_spec(config), jax.random.key(0), generator, discriminator)
     step, state = checkpoints.restore_newest_intact(workdir, target)
     return step, [np.asarray(x) for x in jax.tree.leaves(jax.device_get(state))]

@@ -41,7 +41,7 @@ def tiny_config(image_dir, **train):
 @functools.cache
 def _target_state(image_dir):
     config = tiny_config(image_dir)
-    generator, discriminator = models.create_models(config, None)
+    generator, discriminator = models.create_models(run_spec(config), None)
     return create_state(run_spec(config), jax.random.key(0), generator, discriminator)
 
 

@@ -85,7 +85,7 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
     pretrained = loop.train_and_evaluate(srresnet, str(tmp_path / "srresnet"))
     config = tiny_config(image_dir, num_steps=1, pretrain_steps=0)
     config.init_from = str(tmp_path / "srresnet")
-    generator, discriminator = models.create_models(config, None)
+    generator, discriminator = models.create_models(run_spec(config), None)
     state, step = loop._restore_or_initialise(run_spec(config), tmp_path / "srgan", parallel.MeshStrategy(), generator,
                                               discriminator)
     assert step == 0

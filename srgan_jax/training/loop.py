@@ -54,8 +54,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         _check_init_from(spec)
     check_source(spec)
     validator = _create_validator(spec, strategy)
-    train_steps = _wrap_train_steps(config, spec, strategy)
-    generator, discriminator = models.create_models(config, strategy.bn_axis_name)
+    train_steps = _wrap_train_steps(spec, strategy)
+    generator, discriminator = models.create_models(spec, strategy.bn_axis_name)
     with _workdir(workdir):
         state, step = _restore_or_initialise(spec, workdir, strategy, generator, discriminator)
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
@@ -126,10 +126,9 @@ class TrainSteps(NamedTuple):
     gan: Callable  # the D + G step
 
 
-def _wrap_train_steps(config: ml_collections.ConfigDict, spec: config_lib.RunSpec,
-                      strategy: parallel.Strategy) -> TrainSteps:
+def _wrap_train_steps(spec: config_lib.RunSpec, strategy: parallel.Strategy) -> TrainSteps:
     """Both kinds of step, wrapped by the parallel strategy (each compiles when first taken)."""
-    content_loss = models.create_content_loss(config)
+    content_loss = models.create_content_loss(spec)
     return TrainSteps(
         g=strategy.wrap_train_step(functools.partial(generator_train_step, content_loss=content_loss)),
         gan=strategy.wrap_train_step(functools.partial(

@@ -115,6 +115,30 @@ def _without_earlier_outputs(found: list[Path], scale: int) -> list[Path]:
     return [p for p in found if not (p.stem.endswith(tag) and (p.parent, p.stem[:-len(tag)]) in stems)]
 
 
+def _collect_inputs(inputs: Sequence[str | Path], output: Path, scale: int
+                    ) -> tuple[list[tuple[Path, Path]], list[str]]:
+    """(image file, its path relative to the input it came from) per image found, and one line
+    per input that is missing or an empty folder."""
+    files, errors = [], []
+    for name in inputs:
+        path = Path(name)
+        if path.is_dir():
+            found = find_images(path)
+            if output.resolve() == path.resolve():
+                found = _without_earlier_outputs(found, scale)
+            else:
+                # An output folder inside the input folder holds earlier outputs: not inputs.
+                found = [p for p in found if output.resolve() not in p.resolve().parents]
+            if not found:
+                errors.append(f"{path}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")
+            files += [(p, p.relative_to(path)) for p in found]
+        elif path.is_file():
+            files.append((path, Path(path.name)))
+        else:
+            errors.append(f"{path}: no such file or folder; skipped")
+    return files, errors
+
+
 def plan_outputs(inputs: Sequence[str | Path], output: str | Path, format_name: str | None, scale: int
                  ) -> tuple[list[tuple[Path, Path, str]], list[str]]:
     """Pair every input image with its output path and PIL format.
@@ -142,23 +166,7 @@ def plan_outputs(inputs: Sequence[str | Path], output: str | Path, format_name: 
                         "pass an output folder")
     if to_file and format_name and _format_for(output.suffix) != FORMATS[format_name][0]:
         raise UserError(f"--format {format_name} does not match -o {output}: drop --format or rename the file")
-    files, errors = [], []
-    for name in inputs:
-        path = Path(name)
-        if path.is_dir():
-            found = find_images(path)
-            if output.resolve() == path.resolve():
-                found = _without_earlier_outputs(found, scale)
-            else:
-                # An output folder inside the input folder holds earlier outputs: not inputs.
-                found = [p for p in found if output.resolve() not in p.resolve().parents]
-            if not found:
-                errors.append(f"{path}: no images ({' '.join(IMAGE_SUFFIXES)}) in this folder")
-            files += [(p, p.relative_to(path)) for p in found]
-        elif path.is_file():
-            files.append((path, Path(path.name)))
-        else:
-            errors.append(f"{path}: no such file or folder; skipped")
+    files, errors = _collect_inputs(inputs, output, scale)
     sources = {p.resolve() for p, _ in files}
     jobs, taken = [], {}
     for path, relative in files:
