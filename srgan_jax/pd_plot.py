@@ -17,6 +17,7 @@ _PANEL_W, _PANEL_H = 420, 340
 _LEFT, _RIGHT, _TOP, _BOTTOM = 52, 16, 30, 44  # margins around each panel's plot area
 _COLOURS = ((31, 119, 180), (214, 39, 40), (44, 160, 44), (148, 103, 189), (255, 127, 14), (140, 86, 75))
 # The y axes, in row order: metric -> axis label.
+_LABEL_H = 12  # px between the tops of two stacked labels
 _PERCEPTUAL = {"niqe": "NIQE (lower = more natural)", "lpips": "LPIPS (lower = closer to HR)"}
 
 
@@ -68,11 +69,40 @@ def _panel(draw: ImageDraw.ImageDraw, origin: tuple[int, int], set_name: str, by
         for x in range(int(left), int(right), 10):
             draw.line((x, y, min(x + 5, right), y), fill=(90, 90, 90))
         draw.text((right - 70, y - 14), f"HR {hr_value:.2f}", fill=(90, 90, 90), font=font)
-    for method, (psnr, value) in points.items():
-        x, y = at(psnr, value)
+    placed = {m: at(*p) for m, p in points.items()}
+    for method, (x, y) in placed.items():
         draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colours[method])
-        draw.text((x + 8, y - 6), method if len(method) <= 24 else "..." + method[-21:], fill=colours[method],
-                  font=font)
+    for method, (x, y) in _label_positions(draw, placed, right, font).items():
+        draw.text((x, y), _short(method), fill=colours[method], font=font)
+
+
+def _short(method: str) -> str:
+    return method if len(method) <= 24 else "..." + method[-21:]
+
+
+def _label_positions(draw: ImageDraw.ImageDraw, points: dict[str, tuple[float, float]], right: float,
+                     font: ImageFont.ImageFont) -> dict[str, tuple[float, float]]:
+    """Top-left corner of each point's label: right of the point, or left of it where the text
+    would cross the panel's right edge; lifted above another point's dot it would cover, and
+    moved down past the label above when two would overlap."""
+    positions, taken = {}, []  # taken: (left, right, top) of the labels placed so far
+    for method, (x, y) in sorted(points.items(), key=lambda item: item[1][1]):
+        width = draw.textlength(_short(method), font=font)
+        left = x + 8 if x + 8 + width <= right else x - 8 - width
+        top = y - 6
+
+        def covers_a_dot(top: float) -> bool:
+            return any(other != method and left - 5 < ox < left + width + 5 and top - 5 < oy < top + _LABEL_H + 5
+                       for other, (ox, oy) in points.items())
+
+        if covers_a_dot(top) and not covers_a_dot(top - _LABEL_H):
+            top -= _LABEL_H
+        for other_left, other_right, other_top in taken:
+            if left < other_right and other_left < left + width and abs(top - other_top) < _LABEL_H:
+                top = other_top + _LABEL_H
+        taken.append((left, left + width, top))
+        positions[method] = (left, top)
+    return positions
 
 
 def render(results: dict[str, dict[str, dict]], reference: str = "HR") -> Image.Image:

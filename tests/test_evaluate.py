@@ -258,3 +258,23 @@ def test_a_baseline_alone_runs_at_the_scale_flag_and_4_without(two_set):
         assert lr.shape[0] * 2 == hr.shape[0] == (48 if name == "a" else 50)
         expected = evaluate.metrics.psnr(imresize(lr, scale=2), hr, crop_border=2)
         assert at_2.results["bicubic"]["Two"]["per_image"][name]["psnr"] == expected
+
+
+def test_plot_labels_stay_inside_the_panel_and_clear_of_each_other_and_of_other_dots():
+    from PIL import Image, ImageDraw, ImageFont
+
+    from srgan_jax import pd_plot
+
+    draw, font = ImageDraw.Draw(Image.new("RGB", (400, 300))), ImageFont.load_default()
+    points = {"srresnet_x4": (380.0, 150.0), "srgan_mse_x4": (370.0, 158.0), "bicubic": (100.0, 100.0)}
+    boxes = {}
+    for method, (left, top) in pd_plot._label_positions(draw, points, 390.0, font).items():
+        boxes[method] = (left, top, left + draw.textlength(method, font=font), top + pd_plot._LABEL_H)
+    for method, (left, top, right, bottom) in boxes.items():
+        assert right <= 390.0, method  # inside the panel (the shipped figure clipped "srgan_mse_x")
+        for other, (x, y) in points.items():
+            if other != method:
+                assert not (left - 5 < x < right + 5 and top - 5 < y < bottom + 5), (method, other)
+        for other, box in boxes.items():
+            if other != method:
+                assert right <= box[0] or box[2] <= left or bottom <= box[1] or box[3] <= top, (method, other)
