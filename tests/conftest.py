@@ -37,10 +37,9 @@ def image_dir(tmp_path_factory) -> Path:
     return folder
 
 
-@pytest.fixture(scope="module")
-def tiny_checkpoint(tmp_path_factory) -> Path:
-    """A workdir holding a 1-block, 8-feature x4 generator (step 2) whose BatchNorm running
-    averages are away from (0, 1), so restoring them wrongly would show."""
+def write_tiny_checkpoint(workdir: Path, scale: int = 4) -> Path:
+    """Write to `workdir` a 1-block, 8-feature generator at `scale` (step 2) whose BatchNorm
+    running averages are away from (0, 1), so restoring them wrongly would show."""
     import jax
     import jax.numpy as jnp
 
@@ -50,19 +49,25 @@ def tiny_checkpoint(tmp_path_factory) -> Path:
     from srgan_jax.training.state import create_state, generator_variables
 
     config = quickstart.get_config()
-    config.model.num_blocks, config.model.features = 1, 8
+    config.model.num_blocks, config.model.features, config.model.scale = 1, 8, scale
     config.data.hr_size = 32
     config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(run_spec(config))
-    state = create_state(run_spec(config), jax.random.key(1), generator, None)
+    spec = run_spec(config)
+    generator, _ = models.create_models(spec)
+    state = create_state(spec, jax.random.key(1), generator, None)
     rng = np.random.default_rng(0)
     stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
     state = state.replace(g=state.g.replace(batch_stats=stats))
-    workdir = tmp_path_factory.mktemp("workdir")
     latest, _ = checkpoints.create_managers(workdir, keep=1)
     checkpoints.save(latest, 2, state, generator_variables(state), config)
     latest.wait_until_finished()
     return workdir
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A workdir holding `write_tiny_checkpoint`'s x4 generator."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("workdir"))
 
 
 @pytest.fixture

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_tiny_checkpoint  # tests/ is on sys.path (pytest's rootdir import)
 from srgan_jax import cli, evaluate
 from srgan_jax.errors import UserError
 
@@ -163,29 +164,8 @@ def test_plot_needs_psnr_and_niqe(toy_set, tmp_path):
 
 @pytest.fixture(scope="module")
 def x2_checkpoint(tmp_path_factory) -> Path:
-    """conftest's `tiny_checkpoint` at x2: a workdir with a 1-block, 8-feature x2 generator (step 2)."""
-    import jax
-    import jax.numpy as jnp
-
-    from srgan_jax import checkpoints, models
-    from srgan_jax.config import run_spec
-    from srgan_jax.configs import quickstart
-    from srgan_jax.training.state import create_state, generator_variables
-
-    config = quickstart.get_config()
-    config.model.num_blocks, config.model.features, config.model.scale = 1, 8, 2
-    config.data.hr_size = 32
-    config.loss.adversarial_weight = 0.0
-    generator, _ = models.create_models(run_spec(config))
-    state = create_state(run_spec(config), jax.random.key(1), generator, None)
-    rng = np.random.default_rng(0)
-    stats = jax.tree.map(lambda x: jnp.asarray(rng.uniform(0.5, 1.5, x.shape), x.dtype), state.g.batch_stats)
-    state = state.replace(g=state.g.replace(batch_stats=stats))
-    workdir = tmp_path_factory.mktemp("workdir_x2")
-    latest, _ = checkpoints.create_managers(workdir, keep=1)
-    checkpoints.save(latest, 2, state, generator_variables(state), config)
-    latest.wait_until_finished()
-    return workdir
+    """conftest's `tiny_checkpoint` at x2."""
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("workdir_x2"), scale=2)
 
 
 @pytest.fixture
