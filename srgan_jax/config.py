@@ -110,8 +110,8 @@ class Distributed:
 class RunSpec:
     """A training config, checked and resolved once (`run_spec`); the loop and its parts read this.
 
-    `train_images` is the in-memory source (None: the tf.data pipeline over `config.data`);
-    `eval_images` the validation images (None: no validation).
+    `train_images` is the in-memory source (None: the tf.data pipeline over `config.data`, a
+    folder or a tfds dataset); `eval_images` the validation images (None: no validation).
     """
 
     generator: GeneratorSpec
@@ -123,6 +123,7 @@ class RunSpec:
     hr_size: int
     augment: bool
     train_images: ImageSource | None
+    train_folder: str  # the training images' folder, for either source ("": scikit-image samples or tfds_name)
     eval_images: ImageSource | None
     init_from: str
     pmap: bool  # jax.pmap instead of jit over a mesh
@@ -150,7 +151,7 @@ def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
                             decay=train.lr_decay, b1=train.b1, b2=train.b2, g_tail_lr_scale=train.g_tail_lr_scale,
                             g_upsample_lr_scale=train.g_upsample_lr_scale),
         batch_size=train.batch_size, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
-        train_images=train_images, eval_images=eval_images, init_from=config.init_from,
+        train_images=train_images, train_folder=data.image_dir, eval_images=eval_images, init_from=config.init_from,
         pmap=config.parallel == "pmap", d_joint_batch=train.d_joint_batch,
         adversarial_weight=config.loss.adversarial_weight,
         content_layer=None if config.loss.content == "mse" else vgg_layer(config.loss.content),

@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
+from PIL import Image
 
 from srgan_jax.configs import quickstart
 from srgan_jax import checkpoints, models, parallel
@@ -98,8 +99,10 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
 
 def test_pmap_training_runs_the_whole_loop_like_the_mesh_run(image_dir, tmp_path):
     """The loop under pmap: per-device metrics are fetched and logged, checkpoints are saved
-    from one copy, and the logged losses are the mesh run's."""
+    from one copy, validation runs through the strategy (in the loop, into best/, and the final
+    samples), and the logged losses are the mesh run's."""
     config = tiny_config(image_dir)
+    config.eval.image_dir, config.eval.every = str(image_dir), 2
     loop.train_and_evaluate(config, str(tmp_path / "mesh"))
     config.parallel = "pmap"
     state = loop.train_and_evaluate(config, str(tmp_path / "pmap"))
@@ -108,12 +111,19 @@ def test_pmap_training_runs_the_whole_loop_like_the_mesh_run(image_dir, tmp_path
     assert latest.all_steps() == [2, 4]
     rows = {name: [json.loads(line) for line in (tmp_path / name / "metrics.jsonl").read_text().splitlines()]
             for name in ("mesh", "pmap")}
-    assert [row["step"] for row in rows["pmap"]] == [1, 2, 3, 4]
+    assert [row["step"] for row in rows["pmap"] if "g_loss" in row] == [1, 2, 3, 4]
     # Step 1's losses come from the same parameters and batch, compiled twice: float32
     # (eps 2^-24) over the loss's 4*32*32*3 = 12,288-term mean and the network's convolutions
     # (at most 9 * 8 * 4 terms each) stays within (12,288 + 288) eps < 1e-3 relative.
     for name in ("g_loss", "psnr"):
         assert rows["pmap"][0][name] == pytest.approx(rows["mesh"][0][name], rel=1e-3)
+    _, best = checkpoints.create_managers(tmp_path / "pmap", 3)
+    assert best.all_steps() and sorted(p.name for p in (tmp_path / "pmap").glob("sample_*.png"))
+    assert sorted(p.name for p in (tmp_path / "pmap").glob("sample_*.png")) == \
+        sorted(p.name for p in (tmp_path / "mesh").glob("sample_*.png"))
+    val = {name: [row["val_psnr"] for row in rows[name] if "val_psnr" in row] for name in rows}
+    # The same G and image in both: only a uint8 rounding flip could differ (far under 0.01 dB).
+    assert len(val["pmap"]) == 2 and val["pmap"] == pytest.approx(val["mesh"], abs=0.01)
 
 
 def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
@@ -122,6 +132,18 @@ def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
     workdir = tmp_path / "workdir"
     with pytest.raises(UserError, match="no .*images in .*fix config.data.image_dir"):
         loop.train_and_evaluate(tiny_config(empty), str(workdir))
+    tfds_folder = tiny_config(empty)
+    tfds_folder.data.in_memory = False  # the tf.data pipeline over a folder: checked before it is built too
+    with pytest.raises(UserError, match="no .*images in .*fix config.data.image_dir"):
+        loop.train_and_evaluate(tfds_folder, str(workdir))
+    small = tmp_path / "small"
+    small.mkdir()
+    Image.fromarray(np.zeros((20, 40, 3), np.uint8)).save(small / "a.png")  # under the 32 px crop
+    for in_memory in (True, False):
+        config = tiny_config(small)
+        config.data.in_memory = in_memory
+        with pytest.raises(UserError, match=f"no training image in {small} is at least 32x32"):
+            loop.train_and_evaluate(config, str(workdir))
     config = tiny_config(empty)
     config.init_from = str(tmp_path / "missing")
     with pytest.raises(UserError, match="does not exist: train SRResNet first"):

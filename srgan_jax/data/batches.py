@@ -8,11 +8,13 @@ resumed at step N sees the batches an uninterrupted run would have seen.
 from __future__ import annotations
 
 import importlib.util
+from pathlib import Path
 from typing import Iterator
 
 import jax
 import ml_collections
 import numpy as np
+from PIL import Image
 
 from srgan_jax.data.images import list_images
 from srgan_jax.config import RunSpec
@@ -23,13 +25,25 @@ _NO_TFDS = ("the tf.data pipeline needs TensorFlow and tensorflow-datasets: pip 
 
 
 def check_source(spec: RunSpec) -> None:
-    """A cheap check of the training data before anything is built: the folder exists and holds
-    images, or the tf.data pipeline can be imported (UserError naming the fix otherwise)."""
-    if spec.train_images is not None:
-        if not spec.train_images.skimage_names:  # names are checked as the samples load, in well under a second
-            list_images(spec.train_images.folder, "config.data.image_dir")
-    elif importlib.util.find_spec("tensorflow_datasets") is None:
+    """A cheap check of the training data before anything is built (UserError naming the fix):
+    the folder exists and holds an image of at least hr_size x hr_size (read from the file
+    headers), or the tf.data pipeline can be imported for a tfds dataset."""
+    if spec.train_folder:
+        files = list_images(spec.train_folder, "config.data.image_dir")
+        if not any(_at_least(path, spec.hr_size) for path in files):
+            raise UserError(f"no training image in {spec.train_folder} is at least {spec.hr_size}x{spec.hr_size}: "
+                            "lower config.data.hr_size or add larger images")
+    elif spec.train_images is None and importlib.util.find_spec("tensorflow_datasets") is None:
         raise UserError(_NO_TFDS)
+
+
+def _at_least(path: Path, size: int) -> bool:
+    """Whether the image file's header says both sides are >= size (False for an unreadable file)."""
+    try:
+        with Image.open(path) as image:
+            return min(image.size) >= size
+    except (OSError, ValueError):
+        return False
 
 
 def create_train_iterator(spec: RunSpec, data_config: ml_collections.ConfigDict, batch_size: int,

@@ -90,12 +90,12 @@ class CheckpointPolicy:
                              sharding=sharding)
         self._held, self.saved_state, self.last_good_step = None, state, step
 
-    def probe_and_save(self, train_step: Callable, state: SRState, batch: Any, monitor: Monitor) -> None:
-        """No next step will test the held state: take one on `batch` for its loss only, then save."""
-        _, probe = train_step(state, batch)
-        monitor.record(self._held[0] + 1, probe, probe=True)
+    def probe(self, train_step: Callable, state: SRState, batch: Any, monitor: Monitor) -> None:
+        """No next step will test the held state: take one on `batch` for its loss only, and check
+        it (NonFiniteLossError); `save_held` may follow."""
+        _, metrics = train_step(state, batch)
+        monitor.record(self._held[0] + 1, metrics, probe=True)
         self.check(monitor, write=False)
-        self.save_held()
 
     def fail(self, what: str) -> NoReturn:
         """Raise NonFiniteLossError: `what` went wrong; names the last good checkpoint."""

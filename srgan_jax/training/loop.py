@@ -91,8 +91,9 @@ def _train(spec: config_lib.RunSpec, workdir: Path, strategy: parallel.Strategy,
                 if reason or schedule.is_checkpoint_step(step):
                     saver.hold(step, state, val)
                 if saver.holding and (reason or step == num_steps):  # no next step to test it
+                    saver.probe(train_step, state, next(batches), monitor)
                     with stop.deferred():
-                        saver.probe_and_save(train_step, state, next(batches), monitor)
+                        saver.save_held()
             if reason:
                 log.warning("%s: checkpoint written at step %d, exiting", reason, step)
         finally:  # never lose an in-flight asynchronous save, whatever stopped the loop
@@ -103,7 +104,7 @@ def _train(spec: config_lib.RunSpec, workdir: Path, strategy: parallel.Strategy,
     if reason and stop.signal_number:  # a signal, not the time limit, stopped the loop
         raise Interrupted(stop.signal_number, step, final)
     if validator and step == num_steps:
-        results = validator(generator_variables(strategy.place_state(final)))
+        results = validator(strategy.place_state(generator_variables(final)))
         validation.write_samples(workdir, results, spec.generator.scale)
     return final
 
