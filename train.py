@@ -2,8 +2,9 @@
 
     python train.py --config=configs/<variant>.py --workdir=W [--config.<field>=<value> ...]
 
-Configs: srresnet.py (SRResNet-MSE), srresnet_vgg22.py, srgan_mse.py, srgan_vgg22.py,
-srgan.py (SRGAN-VGG54), quickstart.py (minutes on a CPU, no downloads). Every field below
+Configs: srresnet.py (SRResNet-MSE), srresnet_x2.py / srresnet_x8.py (the same at x2 / x8),
+srresnet_vgg22.py, srgan_mse.py, srgan_vgg22.py, srgan.py (SRGAN-VGG54), quickstart.py
+(minutes on a CPU, no downloads). Every field below
 (configs/default.py, the paper's values) can be overridden, e.g. --config.train.num_steps=100.
 A workdir that holds checkpoints is resumed. Exit codes: 0 done (or train.time_limit_s
 reached, checkpoint written), 2 a bad flag, config or input file (one line), 130 / 143

@@ -53,16 +53,17 @@ def main() -> None:
     parser.add_argument("--image", default="Set14/baboon")
     args = parser.parse_args()
     set_name, stem = args.image.split("/")
-    hr = mod_crop(read_rgb(Path(args.data_dir) / set_name / f"{stem}.png"), 4)
-    lr = read_rgb(Path(args.data_dir) / lr_dir_name(set_name, 4) / f"{stem}.png")
     upscaler = engine.load_generator(args.init, tile=0)
+    scale = upscaler.scale
+    hr = mod_crop(read_rgb(Path(args.data_dir) / set_name / f"{stem}.png"), scale)
+    lr = read_rgb(Path(args.data_dir) / lr_dir_name(set_name, scale) / f"{stem}.png")
     init = jax.device_get(upscaler.variables)
     trained = jax.device_get(checkpoints.load_generator_variables(args.checkpoint, upscaler.variables))
-    hr_prominence = metrics.shuffle_grid_prominence(hr)
+    hr_prominence = metrics.shuffle_grid_prominence(hr, period=scale)
 
     def grid(variables: dict) -> float:
         upscaler.variables = variables
-        return metrics.shuffle_grid_prominence(upscaler(lr)) / hr_prominence
+        return metrics.shuffle_grid_prominence(upscaler(lr), period=scale) / hr_prominence
 
     print(f"{'as trained':45s} grid {grid(trained):8.2f}")
     for label, prefixes in GROUPS.items():

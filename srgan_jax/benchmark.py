@@ -65,15 +65,23 @@ class Settings:
     steps: int
     warmup: int
     infer_lr_size: int
+    scale: int = 4
     vgg_weights: str | None = None
     image_dir: str | None = None
     tfds_data_dir: str | None = None
 
     def __post_init__(self):
+        if self.parallel not in config_lib.PARALLEL:
+            raise UserError(f"--parallel {self.parallel}: use one of {', '.join(config_lib.PARALLEL)}")
         if self.steps < 1 or self.warmup < 0:
             raise UserError(f"--steps={self.steps} --warmup={self.warmup}: need steps >= 1 and warmup >= 0")
         if self.batch < 1 or self.infer_lr_size < 1:
             raise UserError(f"--batch={self.batch} --infer-lr-size={self.infer_lr_size}: both must be >= 1")
+
+
+def _content(name: str) -> str:
+    """The content loss a benchmark trains with (`config.loss.content`)."""
+    return "vgg54" if name == "vgg_gan_step" else "mse"
 
 
 def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict:
@@ -83,11 +91,12 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
     config = default.get_config()
     config.model.num_blocks = settings.blocks
     config.model.features = settings.features
+    config.model.scale = settings.scale
     config.data.hr_size = settings.hr_size
     config.train.batch_size = settings.batch
     config.dtype = settings.dtype
     config.parallel = settings.parallel
-    config.loss.content = "vgg54" if name == "vgg_gan_step" else "mse"
+    config.loss.content = _content(name)
     config.loss.adversarial_weight = ADVERSARIAL_WEIGHT if name in ("gan_step", "vgg_gan_step") else 0.0
     if settings.vgg_weights and name == "vgg_gan_step" and not Path(settings.vgg_weights).is_file():
         raise UserError(f"--vgg-weights {settings.vgg_weights} not found: convert them with srgan-jax "
@@ -95,6 +104,11 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
     config.vgg_weights = settings.vgg_weights or RANDOM_VGG
     config_lib.validate(config)
     return config
+
+
+def benchmark_spec(name: str, settings: Settings) -> config_lib.RunSpec:
+    """`benchmark_config`, resolved once (`config.run_spec`)."""
+    return config_lib.run_spec(benchmark_config(name, settings))
 
 
 # --------------------------------------------------------------------------- measuring
@@ -198,21 +212,20 @@ def _synthetic_batch(batch: int, hr_size: int, scale: int) -> dict:
             "hr": rng.random((batch, hr_size, hr_size, 3), dtype=np.float32) * 2.0 - 1.0}
 
 
-def _content_loss(config: ml_collections.ConfigDict, vgg_weights: str | None) -> tuple[ContentLoss, str | None]:
+def _content_loss(spec: config_lib.RunSpec, vgg_weights: str | None) -> tuple[ContentLoss, str | None]:
     """Training's content loss (`models.create_content_loss`); VGG on random weights without a file."""
-    if config.loss.content == "mse":
-        return models.create_content_loss(config_lib.run_spec(config)), None
+    if spec.content_layer is None:
+        return models.create_content_loss(spec), None
     if vgg_weights:
-        return models.create_content_loss(config_lib.run_spec(config)), vgg_weights
-    features = vgg19.random_feature_extractor((config_lib.vgg_layer(config.loss.content),), seed=0,
-                                              dtype=config_lib.compute_dtype(config.dtype))
-    return models.create_content_loss(config_lib.run_spec(config), features), RANDOM_VGG
+        return models.create_content_loss(spec), vgg_weights
+    features = vgg19.random_feature_extractor((spec.content_layer,), seed=0, dtype=spec.dtype)
+    return models.create_content_loss(spec, features), RANDOM_VGG
 
 
 def _describe(name: str, settings: Settings, hr_size: int, scale: int) -> dict:
-    options = parallel.create_strategy(settings.parallel).compiler_options
+    options = parallel.create_strategy(settings.parallel == "pmap").compiler_options
     return {"benchmark": name, "parallel": settings.parallel, "dtype": settings.dtype, "batch": settings.batch,
-            "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
+            "scale": scale, "hr_size": hr_size, "lr_size": hr_size // scale, "blocks": settings.blocks,
             "features": settings.features, **environment(), "compiler_options": options}
 
 
@@ -256,11 +269,11 @@ def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
     (`_TRAIN_ACTIVATION_COPIES` and the other factors above) and float32 LR and HR. On the
     host: the synthetic batch's numpy copy of LR and HR.
     """
-    config = benchmark_config(name, settings)
-    spec, scale = config_lib.run_spec(config), config.model.scale
+    spec = benchmark_spec(name, settings)
+    scale = spec.generator.scale
     hr = settings.infer_lr_size * scale if name == "infer" else settings.hr_size
     lr = hr // scale
-    generator, discriminator = models.create_models(config_lib.run_spec(config))
+    generator, discriminator = models.create_models(spec)
     image_bytes = 4 * 3 * (hr * hr + lr * lr)
     lr_image = jax.ShapeDtypeStruct((1, lr, lr, 3), np.float32)
     hr_image = jax.ShapeDtypeStruct((1, hr, hr, 3), np.float32)
@@ -273,8 +286,8 @@ def memory_needed(name: str, settings: Settings) -> tuple[int, int, int]:
     outputs = _module_outputs(generator, lr_image, train=True)[0]
     if discriminator is not None:
         outputs += 3 * _module_outputs(discriminator, hr_image, train=True)[0]
-    if config.loss.content != "mse":
-        features = vgg19.VGG19(layers=(config_lib.vgg_layer(config.loss.content),))
+    if spec.content_layer is not None:
+        features = vgg19.VGG19(layers=(spec.content_layer,))
         outputs += 2 * _module_outputs(features, hr_image)[0]
         fixed += _tree_bytes(jax.eval_shape(lambda x: features.init(jax.random.key(0), x), hr_image))
     activations = _TRAIN_ACTIVATION_COPIES * outputs + _TRAIN_HR_PIXEL_BYTES * hr * hr
@@ -314,37 +327,37 @@ def check_memory(name: str, settings: Settings) -> None:
 
 def run_train_step(name: str, settings: Settings) -> dict:
     """Time `g_step` (SRResNet), `gan_step` (SRGAN-MSE) or `vgg_gan_step` (SRGAN-VGG54) as training runs it."""
-    config = benchmark_config(name, settings)
+    spec = benchmark_spec(name, settings)
     parallel.check_batch_size(settings.batch, jax.device_count())
-    strategy = parallel.create_strategy(settings.parallel)
-    generator, discriminator = models.create_models(config_lib.run_spec(config), strategy.bn_axis_name)
-    content_loss, vgg_weights = _content_loss(config, settings.vgg_weights)
+    strategy = parallel.create_strategy(settings.parallel == "pmap")
+    generator, discriminator = models.create_models(spec, strategy.bn_axis_name)
+    content_loss, vgg_weights = _content_loss(spec, settings.vgg_weights)
     if name == "g_step":
         step = functools.partial(generator_train_step, content_loss=content_loss)
     else:
         step = functools.partial(gan_train_step, content_loss=content_loss,
-                                 adversarial_weight=config.loss.adversarial_weight)
+                                 adversarial_weight=spec.adversarial_weight)
     function = strategy.wrap_train_step(step)
-    spec = config_lib.run_spec(config)
-    state = strategy.place_state(create_state(spec, jax.random.key(spec.seed), generator, discriminator))
-    batch = strategy.place_batch(_synthetic_batch(settings.batch, settings.hr_size, config.model.scale))
+    state = strategy.place_state(create_state(spec, jax.random.key(spec.seed), generator, discriminator,
+                                              strategy.wrap_init))
+    batch = strategy.place_batch(_synthetic_batch(settings.batch, settings.hr_size, spec.generator.scale))
     lowered, compiled, compile_s = _compile(function, state, batch)
     # The state is donated: each call consumes the previous call's state, as in training.
     seconds = _timed(lambda current: compiled(current, batch)[0], state, settings.steps, settings.warmup)
-    return {**_describe(name, settings, settings.hr_size, config.model.scale), "steps": settings.steps,
-            "warmup": settings.warmup, "content_loss": config.loss.content, "vgg_weights": vgg_weights,
+    return {**_describe(name, settings, settings.hr_size, spec.generator.scale), "steps": settings.steps,
+            "warmup": settings.warmup, "content_loss": _content(name), "vgg_weights": vgg_weights,
             **_summary(lowered, compiled, compile_s, seconds, settings.batch, settings.parallel == "pmap")}
 
 
 def run_infer(settings: Settings) -> dict:
     """Time `eval_step` (G with running BatchNorm averages) on `infer_lr_size` LR inputs."""
-    config = benchmark_config("infer", settings)
+    spec = benchmark_spec("infer", settings)
     parallel.check_batch_size(settings.batch, jax.device_count())
-    scale = config.model.scale
-    strategy = parallel.create_strategy(settings.parallel)
-    generator, _ = models.create_models(config_lib.run_spec(config))
-    spec = config_lib.run_spec(config)
-    variables = generator_variables(create_state(spec, jax.random.key(spec.seed), generator, None))
+    scale = spec.generator.scale
+    strategy = parallel.create_strategy(settings.parallel == "pmap")
+    generator, _ = models.create_models(spec)
+    variables = generator_variables(create_state(spec, jax.random.key(spec.seed), generator, None,
+                                                 strategy.wrap_init))
     function = strategy.wrap_eval(functools.partial(eval_step, generator=generator))
     variables = strategy.place_state(variables)
     lr = strategy.place_batch(_synthetic_batch(settings.batch, settings.infer_lr_size * scale, scale)["lr"])
@@ -373,9 +386,9 @@ def run_input(settings: Settings) -> dict:
     config.data.image_dir = str(image_dir)
     if settings.tfds_data_dir:
         config.data.tfds_data_dir = settings.tfds_data_dir
-    measured = tfds_source.measure_throughput(config.data, scale=config.model.scale, batch_size=settings.batch,
+    measured = tfds_source.measure_throughput(config.data, scale=settings.scale, batch_size=settings.batch,
                                               num_batches=settings.steps, seed=config.seed)
-    return {**_describe("input", settings, settings.hr_size, config.model.scale), "steps": settings.steps,
+    return {**_describe("input", settings, settings.hr_size, settings.scale), "steps": settings.steps,
             "image_dir": str(image_dir), "startup_s": measured["startup_s"],
             "steps_per_s": measured["pairs_per_s"] / settings.batch, "images_per_s": measured["pairs_per_s"],
             "images_per_s_per_device": None}
@@ -410,7 +423,7 @@ def run_torch(name: str, settings: Settings, script: str | None, jax_images_per_
     """
     if name not in TORCH_MODES:
         return {"torch_skipped": f"the PyTorch reference has no {name} mode"}
-    scale = benchmark_config(name, settings).model.scale
+    scale = settings.scale
     if scale != TORCH_SCALE:
         return {"torch_skipped": f"the PyTorch reference is x{TORCH_SCALE} only, this model x{scale}"}
     if importlib.util.find_spec("torch") is None:

@@ -54,7 +54,7 @@ def _cmd_benchmark(args: argparse.Namespace) -> int:
     settings = benchmark.Settings(
         batch=args.batch, hr_size=args.hr_size, blocks=args.blocks, features=args.features, dtype=args.dtype,
         parallel=args.parallel, steps=args.steps, warmup=args.warmup, infer_lr_size=args.infer_lr_size,
-        vgg_weights=args.vgg_weights, image_dir=args.image_dir, tfds_data_dir=args.tfds_data_dir)
+        scale=args.scale, vgg_weights=args.vgg_weights, image_dir=args.image_dir, tfds_data_dir=args.tfds_data_dir)
     benchmark.run_benchmarks(args.what, settings, compare_torch=args.compare_torch, torch_script=args.torch_script,
                              json_path=args.json)
     return 0
@@ -154,6 +154,7 @@ def _add_benchmark_parser(sub: Any) -> None:
     p.add_argument("--hr-size", type=int, default=96)
     p.add_argument("--blocks", type=int, default=16)
     p.add_argument("--features", type=int, default=64)
+    p.add_argument("--scale", type=int, default=4, help="the generator's upscaling factor: 2, 3, 4 (the paper) or 8")
     p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"])
     p.add_argument("--parallel", default="mesh", choices=["mesh", "pmap"])
     p.add_argument("--steps", type=int, default=10)

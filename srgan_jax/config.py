@@ -119,6 +119,7 @@ class RunSpec:
     schedule: Schedule
     optimizer: Optimizer
     batch_size: int  # global, over every device of every process
+    keep_checkpoints: int  # the newest this many stay in checkpoints/
     seed: int
     hr_size: int
     augment: bool
@@ -150,7 +151,7 @@ def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
         optimizer=Optimizer(learning_rate=train.learning_rate, boundaries=tuple(int(b) for b in train.lr_boundaries),
                             decay=train.lr_decay, b1=train.b1, b2=train.b2, g_tail_lr_scale=train.g_tail_lr_scale,
                             g_upsample_lr_scale=train.g_upsample_lr_scale),
-        batch_size=train.batch_size, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
+        batch_size=train.batch_size, keep_checkpoints=train.keep_checkpoints, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
         train_images=train_images, train_folder=data.image_dir, eval_images=eval_images, init_from=config.init_from,
         pmap=config.parallel == "pmap", d_joint_batch=train.d_joint_batch,
         adversarial_weight=config.loss.adversarial_weight,

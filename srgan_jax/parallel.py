@@ -8,9 +8,11 @@ Both run the same pure step `step(state, batch, axis_name=None) -> (state, metri
   averages gradients and metrics with `pmean`, and BatchNorm averages its statistics over
   the same axis (models built with `bn_axis_name="batch"`).
 
-A strategy wraps a train step (`wrap_train_step`, state donated) or an eval function
-(`wrap_eval`), places state and batches on the devices, and brings state and metrics back
-as one host copy (`to_host`). Training and the benchmark use it alike.
+A strategy compiles every function of training: a train step (`wrap_train_step`, state
+donated), an eval function (`wrap_eval`), a model's `init` (`wrap_init`) and validation on
+one image (`wrap_validation`); it places state and batches on the devices, gives the
+sharding a multi-process checkpoint is written with (`checkpoint_sharding`), and brings
+state and metrics back as one host copy (`to_host`). Training and the benchmark use it alike.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ class PmapStrategy:
         mapped = jax.pmap(fn)
         return lambda variables, lr: self.to_host(mapped(variables, self.place_state(lr)))
 
-    @property
+    @functools.cached_property
     def checkpoint_sharding(self) -> NamedSharding:
         """Replicated over every device of every process: what a multi-process save writes once."""
         return NamedSharding(Mesh(np.asarray(jax.devices()), (PMAP_AXIS,)), PartitionSpec())
@@ -177,15 +179,11 @@ class PmapStrategy:
 Strategy = MeshStrategy | PmapStrategy
 
 
-def create_strategy(name: str, global_batch: int | None = None) -> Strategy:
-    """config.parallel -> its strategy: "mesh" (jit over all devices) or "pmap".
+def create_strategy(pmap: bool, global_batch: int | None = None) -> Strategy:
+    """`jax.pmap` over this process's devices, else (the default) jit over a mesh of all devices.
 
     `global_batch` (training): checked to split evenly over the devices and processes first.
     """
     if global_batch is not None:
         check_batch_size(global_batch, jax.device_count(), jax.process_count())
-    if name == "mesh":
-        return MeshStrategy()
-    if name == "pmap":
-        return PmapStrategy()
-    raise UserError(f"parallel={name!r} is not 'mesh' or 'pmap'")
+    return PmapStrategy() if pmap else MeshStrategy()

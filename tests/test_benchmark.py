@@ -23,7 +23,7 @@ TORCH_SCRIPT = ROOT / "benchmarks" / "torch_reference.py"
 TINY = ["--batch", "2", "--hr-size", "32", "--blocks", "1", "--features", "8", "--steps", "2", "--warmup", "1",
         "--infer-lr-size", "8"]
 
-COMMON = {"benchmark": str, "parallel": str, "dtype": str, "batch": int, "hr_size": int, "lr_size": int,
+COMMON = {"benchmark": str, "parallel": str, "dtype": str, "batch": int, "scale": int, "hr_size": int, "lr_size": int,
           "blocks": int, "features": int, "backend": str, "device_kind": str, "device_count": int,
           "cpu_threads": int, "load_avg_1m": float, "jax": str, "jaxlib": str, "flax": str, "xla_flags": str,
           "steps": int, "steps_per_s": float, "images_per_s": float}
@@ -117,12 +117,15 @@ def test_compare_torch_skips_with_a_reason(tmp_path, monkeypatch):
     assert "not installed" in benchmark.run_torch("g_step", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
 
 
-def test_compare_torch_skips_a_scale_the_reference_lacks(monkeypatch):
-    config = benchmark.benchmark_config("infer", tiny())
-    config.model.scale = 2
-    monkeypatch.setattr(benchmark, "benchmark_config", lambda name, settings: config)
-    skipped = benchmark.run_torch("infer", tiny(), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
+def test_compare_torch_skips_a_scale_the_reference_lacks():
+    skipped = benchmark.run_torch("infer", tiny(scale=2), str(TORCH_SCRIPT), 1.0)["torch_skipped"]
     assert skipped == "the PyTorch reference is x4 only, this model x2"
+
+
+@pytest.mark.parametrize("scale", [2, 3])
+def test_the_benchmark_times_the_generator_of_its_scale(scale):
+    result = benchmark.run_infer(tiny(scale=scale, hr_size=48))  # the train crop a multiple of 3 and 16
+    assert result["scale"] == scale and result["lr_size"] * scale == result["hr_size"] and result["images_per_s"] > 0
 
 
 def test_input_benchmark_and_where_the_tfds_copy_goes(tmp_path, caplog):

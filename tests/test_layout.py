@@ -85,7 +85,8 @@ def _package_sources() -> list[Path]:
 def test_only_the_parallel_strategy_builds_a_mesh():
     for path in _package_sources():
         if path.name != "parallel.py":
-            assert not _calls_named(path, "Mesh"), f"{path.relative_to(ROOT)} builds a Mesh: ask the strategy"
+            calls = [n for n in ("Mesh", "make_mesh", "AbstractMesh") if _calls_named(path, n)]
+            assert not calls, f"{path.relative_to(ROOT)} builds a mesh ({calls}): ask the strategy"
 
 
 def test_only_the_command_line_knows_argparse_and_absl():

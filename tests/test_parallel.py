@@ -11,7 +11,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from srgan_jax import parallel
+from srgan_jax import benchmark, parallel
+from srgan_jax.config import run_spec
+from srgan_jax.configs import quickstart
 from srgan_jax.errors import UserError
 from parallel_equivalence import CALIBRATION, RUNS  # tests/ is on sys.path (pytest's rootdir import)
 
@@ -121,6 +123,11 @@ def test_pmap_strategy_splits_batches_and_returns_one_host_copy():
     assert pmap.to_host(state).shape == ()
 
 
-def test_unknown_strategy_is_a_user_error():
-    with pytest.raises(UserError, match="parallel='dp'"):
-        parallel.create_strategy("dp")
+def test_an_unknown_strategy_is_refused_where_it_is_given():
+    config = quickstart.get_config()
+    config.parallel = "dp"
+    with pytest.raises(UserError, match=r"parallel='dp' is not one of \('mesh', 'pmap'\)"):
+        run_spec(config)
+    with pytest.raises(UserError, match="--parallel dp: use one of mesh, pmap"):
+        benchmark.Settings(batch=2, hr_size=32, blocks=1, features=8, dtype="float32", parallel="dp", steps=1,
+                           warmup=0, infer_lr_size=8)

@@ -17,6 +17,7 @@ import ml_collections
 import numpy as np
 
 from srgan_jax import checkpoints, parallel
+from srgan_jax import config as config_lib
 from srgan_jax.errors import UserError
 from srgan_jax.training.monitor import Monitor
 from srgan_jax.training.state import SRState, generator_variables
@@ -33,10 +34,11 @@ class CheckpointPolicy:
     disk (a failed save raises there, in one line).
     """
 
-    def __init__(self, workdir: Path, config: ml_collections.ConfigDict, strategy: parallel.Strategy,
-                 keep_best: bool, start_step: int):
+    def __init__(self, workdir: Path, spec: config_lib.RunSpec, config: ml_collections.ConfigDict,
+                 strategy: parallel.Strategy, keep_best: bool, start_step: int):
+        """`config` is written into each checkpoint's metadata, as the run's record."""
         self._workdir, self._config, self._strategy = workdir, config, strategy
-        self._latest, self._best = checkpoints.create_managers(workdir, config.train.keep_checkpoints, keep_best)
+        self._latest, self._best = checkpoints.create_managers(workdir, spec.keep_checkpoints, keep_best)
         self.last_good_step = start_step or None  # the newest checkpoint known to be finite
         self._held: tuple[int, SRState, dict | None] | None = None
         self.saved_state: SRState | None = None  # host copy of the newest state saved by this run

@@ -47,7 +47,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     """
     spec = config_lib.run_spec(config)
     multihost.initialize(spec.distributed)
-    strategy = parallel.create_strategy(config.parallel, spec.batch_size)
+    strategy = parallel.create_strategy(spec.pmap, spec.batch_size)
     workdir = Path(workdir)
     # The inputs are checked before anything is built or written.
     if spec.init_from and not checkpoints.latest_step(workdir):
@@ -60,7 +60,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
         state, step = _restore_or_initialise(spec, workdir, strategy, generator, discriminator)
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
         batches = create_train_iterator(spec, config.data, spec.batch_size // jax.process_count(), step)
-        with CheckpointPolicy(workdir, config, strategy, validator is not None, step) as saver:
+        with CheckpointPolicy(workdir, spec, config, strategy, validator is not None, step) as saver:
             return _train(spec, workdir, strategy, train_steps, validator, saver, state, step,
                           strategy.place_batches(batches))
 
