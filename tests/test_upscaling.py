@@ -371,6 +371,14 @@ def test_the_estimate_gives_output_size_memory_and_time(identity):
     assert big.seconds > 0 and big.seconds == pytest.approx(16 * small.seconds, rel=0.05)  # per output pixel
 
 
+@pytest.mark.parametrize("seconds, words", [(0.4, "under 1 s on"), (12.2, "about 12 s on"), (600, "about 10 min on"),
+                                             (7500, "about 2 h 5 min on")])
+def test_the_estimate_line_says_the_time_once(seconds, words):
+    line = files.describe(engine.Estimate(scale=2, width=20, height=10, output_bytes=600, peak_bytes=2**30,
+                                          seconds=seconds))
+    assert line.startswith("10x5 -> 20x10 (") and f", {words} " in line and "about under" not in line
+
+
 def test_a_header_claiming_a_huge_size_is_refused_before_decoding(tmp_path, identity, capsys, monkeypatch):
     png_header_only(tmp_path / "huge.png", 12000, 12000)
     assert (tmp_path / "huge.png").stat().st_size < 1000

@@ -71,13 +71,14 @@ def read_size(path: Path) -> tuple[int, int, bool]:
 
 
 def _duration(seconds: float) -> str:
+    """'under 1 s', 'about 12 s', 'about 3 min', 'about 2 h 5 min'."""
     if seconds < 1:
         return "under 1 s"
     if seconds < 90:
-        return f"{seconds:.0f} s"
+        return f"about {seconds:.0f} s"
     if seconds < 90 * 60:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"
+        return f"about {seconds / 60:.0f} min"
+    return f"about {seconds // 3600:.0f} h {seconds % 3600 / 60:.0f} min"
 
 
 def _bytes(count: float) -> str:
@@ -94,7 +95,7 @@ def describe(estimate: engine.Estimate) -> str:
     text = (f"{e.width // e.scale}x{e.height // e.scale} -> {e.width}x{e.height} ({_megapixels(e.megapixels)}, "
             f"{_bytes(e.output_bytes)} as uint8), ~{e.peak_bytes / 2**30:.1f} GiB peak memory")
     if e.seconds is not None:
-        text += f", about {_duration(e.seconds)} on {engine.cpu_cores()} CPU cores"
+        text += f", {_duration(e.seconds)} on {engine.cpu_cores()} CPU cores"
     return text
 
 
@@ -221,7 +222,7 @@ def _announce(jobs: list[tuple[Path, Path, str, engine.Estimate]]) -> None:
         total = sum(e.megapixels for e in estimates)
         line = f"upscale: {len(jobs)} images, {_megapixels(total)} out in all; largest {describe(largest)}"
         if all(e.seconds is not None for e in estimates):
-            line += f"; about {_duration(sum(e.seconds for e in estimates))} in all"
+            line += f"; {_duration(sum(e.seconds for e in estimates))} in all"
         print(line + " (approximate)", file=sys.stderr)
     available = host_memory.available_bytes()
     if available is not None and largest.peak_bytes > available:
