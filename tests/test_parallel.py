@@ -15,6 +15,8 @@ from srgan_jax import benchmark, parallel
 from srgan_jax.config import run_spec
 from srgan_jax.configs import quickstart
 from srgan_jax.errors import UserError
+from srgan_jax.networks.generator import Generator
+from srgan_jax.training import validation
 from parallel_equivalence import CALIBRATION, RUNS  # tests/ is on sys.path (pytest's rootdir import)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -121,6 +123,27 @@ def test_pmap_strategy_splits_batches_and_returns_one_host_copy():
     state, metrics = pmap.wrap_train_step(step)(pmap.place_state(jnp.zeros(())), placed)
     assert float(pmap.to_host(metrics)["total"]) == float(batch["x"].sum())
     assert pmap.to_host(state).shape == ()
+
+
+def test_validation_gives_the_same_images_under_mesh_and_pmap():
+    """One G state validated through each strategy (placed as each places state). Both are
+    float32 evaluations of the same network: a 1-block, 8-feature G sums at most 9*9*8 = 648
+    terms per output, so the two differ by well under 1e-3 of SR's [-1, 1] range after its
+    ~6 layers, far below one 8-bit level (2/255): the uint8 images match to one level, and that
+    only where a value sits on a rounding boundary."""
+    generator = Generator(num_blocks=1, features=8, scale=2)
+    variables = generator.init(jax.random.key(3), jnp.zeros((1, 8, 8, 3)))
+    rng = np.random.default_rng(0)
+    images = {"a.png": rng.integers(0, 256, (40, 36, 3), dtype=np.uint8),
+              "b.png": rng.integers(0, 256, (24, 32, 3), dtype=np.uint8)}
+    results = {}
+    for name, strategy in (("mesh", parallel.MeshStrategy()), ("pmap", parallel.PmapStrategy())):
+        results[name] = validation.Validator(images, generator, 2, strategy)(strategy.place_state(variables))
+    for image, hr in images.items():
+        mesh, pmap = (results[name][image]["sr"].astype(int) for name in ("mesh", "pmap"))
+        assert mesh.shape == pmap.shape == hr.shape
+        assert np.abs(mesh - pmap).max() <= 1 and np.mean(mesh != pmap) < 0.01
+        assert results["mesh"][image]["bicubic_psnr"] == results["pmap"][image]["bicubic_psnr"]
 
 
 def test_an_unknown_strategy_is_refused_where_it_is_given():

@@ -100,7 +100,7 @@ def test_srgan_init_from_copies_the_srresnet_generator(image_dir, tmp_path):
 def test_pmap_training_runs_the_whole_loop_like_the_mesh_run(image_dir, tmp_path):
     """The loop under pmap: per-device metrics are fetched and logged, checkpoints are saved
     from one copy, validation runs through the strategy (in the loop, into best/, and the final
-    samples), and the logged losses are the mesh run's."""
+    samples), and step 1's losses are the mesh run's."""
     config = tiny_config(image_dir)
     config.eval.image_dir, config.eval.every = str(image_dir), 2
     loop.train_and_evaluate(config, str(tmp_path / "mesh"))
@@ -121,9 +121,12 @@ def test_pmap_training_runs_the_whole_loop_like_the_mesh_run(image_dir, tmp_path
     assert best.all_steps() and sorted(p.name for p in (tmp_path / "pmap").glob("sample_*.png"))
     assert sorted(p.name for p in (tmp_path / "pmap").glob("sample_*.png")) == \
         sorted(p.name for p in (tmp_path / "mesh").glob("sample_*.png"))
+    # Validation ran in the loop at steps 2 and 4. Its values are not compared with the mesh
+    # run's: after Adam steps the two Gs differ by rounding (a gradient that is 0 in exact
+    # arithmetic flips its update between +-lr); one state validated through both strategies
+    # is compared in test_parallel.py.
     val = {name: [row["val_psnr"] for row in rows[name] if "val_psnr" in row] for name in rows}
-    # The same G and image in both: only a uint8 rounding flip could differ (far under 0.01 dB).
-    assert len(val["pmap"]) == 2 and val["pmap"] == pytest.approx(val["mesh"], abs=0.01)
+    assert len(val["pmap"]) == len(val["mesh"]) == 2 and all(np.isfinite(val["pmap"]))
 
 
 def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
