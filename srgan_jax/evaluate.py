@@ -19,7 +19,7 @@ import functools
 import json
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from tqdm import tqdm
@@ -245,21 +245,6 @@ class Evaluation:
     problems: list[str]
 
 
-def _common_scale(models: dict[str, Any], requested: int | None) -> int:
-    """The one `.scale` of the loaded `models` ({name: Upscaler}); UserError if they differ or
-    `requested` (not None) is another."""
-    scales = {name: model.scale for name, model in models.items()}
-    if len(set(scales.values())) > 1:
-        listed = ", ".join(f"{name} x{scale}" for name, scale in scales.items())
-        raise UserError(f"the checkpoints upscale by different factors ({listed}): evaluate models of one scale "
-                        "per run")
-    scale = next(iter(scales.values()))
-    if requested is not None and requested != scale:
-        raise UserError(f"--scale {requested} contradicts the checkpoint's x{scale}: drop --scale (a model's "
-                        "scale comes from its checkpoint)")
-    return scale
-
-
 def _methods(method: str | None, checkpoints: Sequence[str], scale: int | None) -> tuple[dict[str, Upscaler], int]:
     """The upscalers to score and their common scale: one baseline at `scale` (None:
     BASELINE_SCALE), or the model(s) plus both baselines at the models' scale.
@@ -275,12 +260,15 @@ def _methods(method: str | None, checkpoints: Sequence[str], scale: int | None) 
             raise UserError("--method scores a baseline and ignores --checkpoint; pass only one of them")
         scale = BASELINE_SCALE if scale is None else scale
         return {method: baselines(scale)[method]}, scale
-    from srgan_jax.upscaling.engine import load_generator  # JAX only when a model is scored
+    from srgan_jax.upscaling import engine  # JAX only when a model is scored
 
     paths = list(checkpoints) or [None]
-    models = {"model" if len(paths) == 1 else str(path): load_generator(path) for path in paths}
-    scale = _common_scale(models, scale)
-    return {**models, **baselines(scale)}, scale
+    models = {"model" if len(paths) == 1 else str(path): engine.load_generator(path) for path in paths}
+    found = engine.common_scale(list(models.items()), "evaluate")
+    if scale is not None and scale != found:
+        raise UserError(f"--scale {scale} contradicts the checkpoint's x{found}: drop --scale (a model's "
+                        "scale comes from its checkpoint)")
+    return {**models, **baselines(found)}, found
 
 
 def _check_options(data_dir: str | Path | None, sets: Sequence[str], metric_names: Sequence[str],

@@ -216,6 +216,14 @@ def test_checkpoints_of_different_scales_are_refused_in_one_line(x2_checkpoint, 
     err = _one_line_error(["evaluate", "--checkpoint", str(x2_checkpoint), "--checkpoint", str(tiny_checkpoint),
                            "--data-dir", str(two_set), "--sets", "Two"], capsys)
     assert "different factors" in err and f"{x2_checkpoint} x2" in err and f"{tiny_checkpoint} x4" in err
+    assert "evaluate models of one scale" in err
+    image = next((two_set / "Two").glob("*.png"))
+    assert cli.main(["compare", str(image), "--checkpoint", str(x2_checkpoint), "--label", "a",
+                     "--checkpoint", str(tiny_checkpoint), "--label", "b", "-o", str(two_set / "fig.png")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "srgan-jax compare: error: the checkpoints upscale by different factors (a x2, b x4): compare " \
+                  "models of one scale per run"
+    assert not (two_set / "fig.png").exists()
 
 
 def test_a_scale_flag_must_match_the_checkpoint(tiny_checkpoint, two_set, capsys):

@@ -323,6 +323,17 @@ class Upscaler:
             progress(len(chunk))
 
 
+def common_scale(named: Sequence[tuple[str, Upscaler]], command: str) -> int:
+    """The one `.scale` of the (name, upscaler) pairs; UserError listing them if they differ
+    (`command`: what the user ran, e.g. "evaluate")."""
+    scales = [upscaler.scale for _, upscaler in named]
+    if len(set(scales)) > 1:
+        listed = ", ".join(f"{name} x{upscaler.scale}" for name, upscaler in named)
+        raise UserError(f"the checkpoints upscale by different factors ({listed}): {command} models of one scale "
+                        "per run")
+    return scales[0]
+
+
 def cpu_cores() -> int:
     """CPU cores this process may run on (XLA:CPU uses them all)."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1

@@ -84,9 +84,7 @@ def write_comparison(image: str | Path, output: str | Path, *, checkpoints: Sequ
         raise UserError(f"{len(labels)} --label for {len(checkpoints)} model(s): give one --label per --checkpoint, "
                         "in the same order (or none)")
     models = [(label, engine.load_generator(c)) for label, c in zip(labels, checkpoints)]
-    scale = models[0][1].scale
-    if any(upscaler.scale != scale for _, upscaler in models):
-        raise UserError("the checkpoints upscale by different factors: compare models of one scale")
+    scale = engine.common_scale(models, "compare")
     if lr_input:
         lr, hr = rgb, None
     else:
