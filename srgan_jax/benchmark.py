@@ -38,7 +38,7 @@ from srgan_jax.errors import UserError, first_line
 from srgan_jax.networks import vgg19
 from srgan_jax.networks.losses import ContentLoss
 from srgan_jax.training.state import create_state, generator_variables
-from srgan_jax.training.steps import eval_step, gan_train_step, generator_train_step
+from srgan_jax.training.steps import bind_train_steps, eval_step
 
 TRAIN_BENCHMARKS = ("g_step", "gan_step", "vgg_gan_step")
 BENCHMARKS = TRAIN_BENCHMARKS + ("infer", "input")
@@ -85,7 +85,8 @@ def _content(name: str) -> str:
 
 
 def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict:
-    """The default config with the benchmark's model, batch, precision, parallelism and losses."""
+    """The default config with the benchmark's model, batch, precision, parallelism and losses
+    (checked by `benchmark_spec`)."""
     from srgan_jax.configs import default  # the paper defaults, shipped with the package
 
     config = default.get_config()
@@ -102,7 +103,6 @@ def benchmark_config(name: str, settings: Settings) -> ml_collections.ConfigDict
         raise UserError(f"--vgg-weights {settings.vgg_weights} not found: convert them with srgan-jax "
                         "convert-vgg19, or leave the flag out to time random weights (same FLOPs)")
     config.vgg_weights = settings.vgg_weights or RANDOM_VGG
-    config_lib.validate(config)
     return config
 
 
@@ -328,16 +328,11 @@ def check_memory(name: str, settings: Settings) -> None:
 def run_train_step(name: str, settings: Settings) -> dict:
     """Time `g_step` (SRResNet), `gan_step` (SRGAN-MSE) or `vgg_gan_step` (SRGAN-VGG54) as training runs it."""
     spec = benchmark_spec(name, settings)
-    parallel.check_batch_size(settings.batch, jax.device_count())
-    strategy = parallel.create_strategy(settings.parallel == "pmap")
+    strategy = parallel.create_strategy(spec.pmap, spec.batch_size)
     generator, discriminator = models.create_models(spec, strategy.bn_axis_name)
     content_loss, vgg_weights = _content_loss(spec, settings.vgg_weights)
-    if name == "g_step":
-        step = functools.partial(generator_train_step, content_loss=content_loss)
-    else:
-        step = functools.partial(gan_train_step, content_loss=content_loss,
-                                 adversarial_weight=spec.adversarial_weight)
-    function = strategy.wrap_train_step(step)
+    steps = bind_train_steps(spec, content_loss)
+    function = strategy.wrap_train_step(steps.g if name == "g_step" else steps.gan)
     state = strategy.place_state(create_state(spec, jax.random.key(spec.seed), generator, discriminator,
                                               strategy.wrap_init))
     batch = strategy.place_batch(_synthetic_batch(settings.batch, settings.hr_size, spec.generator.scale))
@@ -352,9 +347,8 @@ def run_train_step(name: str, settings: Settings) -> dict:
 def run_infer(settings: Settings) -> dict:
     """Time `eval_step` (G with running BatchNorm averages) on `infer_lr_size` LR inputs."""
     spec = benchmark_spec("infer", settings)
-    parallel.check_batch_size(settings.batch, jax.device_count())
     scale = spec.generator.scale
-    strategy = parallel.create_strategy(settings.parallel == "pmap")
+    strategy = parallel.create_strategy(spec.pmap, spec.batch_size)
     generator, _ = models.create_models(spec)
     variables = generator_variables(create_state(spec, jax.random.key(spec.seed), generator, None,
                                                  strategy.wrap_init))
@@ -384,10 +378,10 @@ def run_input(settings: Settings) -> dict:
                         "pip install -e '.[data]'") from err
     config = benchmark_config("input", settings)
     config.data.image_dir = str(image_dir)
-    if settings.tfds_data_dir:
-        config.data.tfds_data_dir = settings.tfds_data_dir
-    measured = tfds_source.measure_throughput(config.data, scale=settings.scale, batch_size=settings.batch,
-                                              num_batches=settings.steps, seed=config.seed)
+    config.data.tfds_data_dir = settings.tfds_data_dir or ""
+    spec = config_lib.run_spec(config)
+    measured = tfds_source.measure_throughput(spec.train_tfds, hr_size=spec.hr_size, scale=spec.generator.scale,
+                                              batch_size=settings.batch, num_batches=settings.steps, seed=spec.seed)
     return {**_describe("input", settings, settings.hr_size, settings.scale), "steps": settings.steps,
             "image_dir": str(image_dir), "startup_s": measured["startup_s"],
             "steps_per_s": measured["pairs_per_s"] / settings.batch, "images_per_s": measured["pairs_per_s"],
@@ -497,7 +491,7 @@ def run_benchmarks(what: str, settings: Settings, *, compare_torch: bool = False
         raise UserError(f"unknown benchmark {what!r}: use one of {', '.join(BENCHMARKS)} or all")
     names = list(BENCHMARKS) if what == "all" else [what]
     for name in names:
-        benchmark_config(name, settings)  # bad sizes fail here, before anything compiles
+        benchmark_spec(name, settings)  # bad sizes fail here, before anything compiles
     for name in names:
         check_memory(name, settings)  # and batches that cannot fit, before anything is allocated
     results = {}

@@ -96,6 +96,20 @@ class ImageSource:
 
 
 @dataclasses.dataclass(frozen=True)
+class TfdsSource:
+    """The tf.data pipeline's images: a folder (prepared once as a tfds dataset), else the tfds
+    dataset `tfds_name`."""
+
+    folder: str = ""
+    tfds_name: str = "div2k/bicubic_x4"
+    tfds_data_dir: str | None = None  # None: tfds's default
+    split: str = "train"
+    use_dataset_lr: bool = False  # the dataset's own LR images instead of MATLAB bicubic
+    shuffle_buffer: int = 1024
+    cache: bool = False
+
+
+@dataclasses.dataclass(frozen=True)
 class Distributed:
     """Several processes as one run; None fields come from the cluster manager."""
 
@@ -110,8 +124,8 @@ class Distributed:
 class RunSpec:
     """A training config, checked and resolved once (`run_spec`); the loop and its parts read this.
 
-    `train_images` is the in-memory source (None: the tf.data pipeline over `config.data`, a
-    folder or a tfds dataset); `eval_images` the validation images (None: no validation).
+    Exactly one of `train_images` (decoded into memory) and `train_tfds` (the tf.data
+    pipeline) is set; `eval_images` are the validation images (None: no validation).
     """
 
     generator: GeneratorSpec
@@ -124,7 +138,7 @@ class RunSpec:
     hr_size: int
     augment: bool
     train_images: ImageSource | None
-    train_folder: str  # the training images' folder, for either source ("": scikit-image samples or tfds_name)
+    train_tfds: TfdsSource | None
     eval_images: ImageSource | None
     init_from: str
     pmap: bool  # jax.pmap instead of jit over a mesh
@@ -134,12 +148,20 @@ class RunSpec:
     vgg_weights: str  # the VGG19 file, for a VGG content loss
     distributed: Distributed
 
+    @property
+    def train_folder(self) -> str:
+        """The training images' folder, for either source ("": scikit-image samples or a tfds dataset)."""
+        return (self.train_images or self.train_tfds).folder
+
 
 def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
     """`validate(config)`, then the resolved spec."""
     validate(config)
     train, data = config.train, config.data
     train_images = ImageSource(tuple(data.skimage_images), data.image_dir) if data.in_memory else None
+    train_tfds = None if data.in_memory else TfdsSource(
+        folder=data.image_dir, tfds_name=data.tfds_name, tfds_data_dir=data.tfds_data_dir or None, split=data.split,
+        use_dataset_lr=data.use_dataset_lr, shuffle_buffer=data.shuffle_buffer, cache=data.cache)
     eval_images = None
     if config.eval.skimage_images or config.eval.image_dir:
         eval_images = ImageSource(tuple(config.eval.skimage_images), config.eval.image_dir)
@@ -151,8 +173,9 @@ def run_spec(config: ml_collections.ConfigDict) -> RunSpec:
         optimizer=Optimizer(learning_rate=train.learning_rate, boundaries=tuple(int(b) for b in train.lr_boundaries),
                             decay=train.lr_decay, b1=train.b1, b2=train.b2, g_tail_lr_scale=train.g_tail_lr_scale,
                             g_upsample_lr_scale=train.g_upsample_lr_scale),
-        batch_size=train.batch_size, keep_checkpoints=train.keep_checkpoints, seed=config.seed, hr_size=data.hr_size, augment=data.augment,
-        train_images=train_images, train_folder=data.image_dir, eval_images=eval_images, init_from=config.init_from,
+        batch_size=train.batch_size, keep_checkpoints=train.keep_checkpoints, seed=config.seed,
+        hr_size=data.hr_size, augment=data.augment,
+        train_images=train_images, train_tfds=train_tfds, eval_images=eval_images, init_from=config.init_from,
         pmap=config.parallel == "pmap", d_joint_batch=train.d_joint_batch,
         adversarial_weight=config.loss.adversarial_weight,
         content_layer=None if config.loss.content == "mse" else vgg_layer(config.loss.content),
@@ -215,6 +238,15 @@ def validate(config: ml_collections.ConfigDict) -> None:
                         "`srgan-jax convert-vgg19` (pretrained/README.md)")
     if data.in_memory and not (data.skimage_images or data.image_dir):
         problems.append("data.in_memory needs data.image_dir or data.skimage_images")
+    if data.use_dataset_lr and (data.in_memory or data.image_dir):
+        problems.append("data.use_dataset_lr needs a tfds dataset with LR images (data.tfds_name): "
+                        "set it False for a folder or in-memory images")
+    elif data.use_dataset_lr and _dataset_scale(data.tfds_name) not in (None, model.scale):
+        problems.append(f"data.use_dataset_lr: data.tfds_name={data.tfds_name!r} holds "
+                        f"x{_dataset_scale(data.tfds_name)} LR images, model.scale={model.scale}: pick the "
+                        f"dataset of that scale (e.g. div2k/bicubic_x{model.scale})")
+    if data.shuffle_buffer < 1:
+        problems.append(f"data.shuffle_buffer={data.shuffle_buffer} must be >= 1")
     if config.eval.every < 1:
         problems.append(f"eval.every={config.eval.every} must be >= 1")
     if config.dtype not in DTYPES:
@@ -252,6 +284,12 @@ def validate(config: ml_collections.ConfigDict) -> None:
     problems += _distributed_problems(config.distributed)
     if problems:
         raise UserError("bad config: " + "; ".join(problems))
+
+
+def _dataset_scale(tfds_name: str) -> int | None:
+    """The LR factor a tfds dataset name states ("div2k/bicubic_x3" -> 3), None if it states none."""
+    match = re.search(r"_x(\d+)$", tfds_name)
+    return int(match.group(1)) if match else None
 
 
 def _distributed_problems(distributed: ml_collections.ConfigDict) -> list[str]:

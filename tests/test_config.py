@@ -32,6 +32,7 @@ from srgan_jax.training.state import create_state, learning_rate_schedule
     ("distributed.process_id", -2, r"process_id=-2 must be in \[0, num_processes\)"),
     ("distributed.coordinator_address", "host0", "must be host:port"),
     ("distributed.timeout_s", 0.0, "timeout_s=0.0 must be > 0"),
+    ("data.shuffle_buffer", 0, r"data.shuffle_buffer=0 must be >= 1"),
 ])
 def test_bad_config_values_fail_before_compilation(field, value, message):
     config = srgan.get_config()
@@ -54,6 +55,43 @@ def test_every_shipped_config_is_valid_and_resolves():
             config.vgg_weights = "vgg19.msgpack"
         spec = run_spec(config)  # raises on any invalid value
         assert spec.schedule.gan == (name.startswith("srgan") or name == "quickstart"), name  # the configs that train D
+
+
+def test_the_training_source_resolves_to_one_of_memory_or_tf_data():
+    config = default.get_config()
+    config.data.use_dataset_lr = True  # DIV2K's own LR: a tfds dataset has them
+    spec = run_spec(config)
+    assert spec.train_images is None and spec.train_folder == ""
+    assert spec.train_tfds == config_lib.TfdsSource(tfds_name="div2k/bicubic_x4", tfds_data_dir=None,
+                                                    use_dataset_lr=True)
+    config.data.update(image_dir="photos", use_dataset_lr=False, tfds_data_dir="/cache", shuffle_buffer=8)
+    spec = run_spec(config)
+    assert (spec.train_folder, spec.train_tfds.tfds_data_dir, spec.train_tfds.shuffle_buffer) == ("photos", "/cache", 8)
+    config.data.in_memory = True
+    spec = run_spec(config)
+    assert spec.train_tfds is None and spec.train_images == config_lib.ImageSource((), "photos")
+
+
+@pytest.mark.parametrize("in_memory", [False, True])
+def test_dataset_lr_is_refused_for_a_folder_or_in_memory_images(in_memory):
+    config = default.get_config()
+    config.data.update(image_dir="photos", use_dataset_lr=True, in_memory=in_memory)
+    with pytest.raises(UserError, match="data.use_dataset_lr needs a tfds dataset with LR images"):
+        run_spec(config)
+
+
+def test_dataset_lr_of_another_scale_is_refused():
+    config = default.get_config()
+    config.data.use_dataset_lr = True
+    config.model.scale = 3  # div2k/bicubic_x4's LR is a quarter of its HR: crops would not align
+    with pytest.raises(UserError, match=r"tfds_name='div2k/bicubic_x4' holds x4 LR images, model.scale=3: .*"
+                                        r"div2k/bicubic_x3"):
+        run_spec(config)
+    config.data.tfds_name = "div2k/unknown_x3"
+    assert run_spec(config).train_tfds.tfds_name == "div2k/unknown_x3"
+    config.data.use_dataset_lr = False  # LR made by MATLAB bicubic at the model's scale: any dataset
+    config.data.tfds_name = "div2k/bicubic_x4"
+    assert run_spec(config).generator.scale == 3
 
 
 def test_the_schedule_says_which_step_is_which():

@@ -7,13 +7,13 @@ import logging
 import os
 from pathlib import Path
 
-import ml_collections
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from srgan_jax.config import TfdsSource
 from srgan_jax.data import tfds_source
 from srgan_jax.data.imresize import imresize
 from srgan_jax.errors import UserError
@@ -25,13 +25,11 @@ def _data_dir() -> Path:
     return Path(os.environ.get("SRGAN_DATA_DIR") or Path(__file__).resolve().parents[2] / "shared" / "data")
 
 
-def _config(tmp_path: Path, image_dir: Path | str = "", **overrides) -> ml_collections.ConfigDict:
-    config = ml_collections.ConfigDict({
-        "image_dir": str(image_dir), "tfds_name": "div2k/bicubic_x4", "tfds_data_dir": str(tmp_path / "tfds"),
-        "split": "train", "hr_size": 48, "use_dataset_lr": False, "augment": False, "shuffle_buffer": 64,
-        "cache": False})
-    config.update(overrides)
-    return config
+def _config(tmp_path: Path, folder: Path | str = "", hr_size: int = 48, augment: bool = False,
+            **overrides) -> dict:
+    """create_train_iterator's source and crop arguments: `folder` (else div2k/bicubic_x4), 48 px crops."""
+    source = TfdsSource(folder=str(folder), tfds_data_dir=str(tmp_path / "tfds"), **{"shuffle_buffer": 64, **overrides})
+    return {"source": source, "hr_size": hr_size, "augment": augment}
 
 
 def _id_image(index: int, height: int, width: int) -> np.ndarray:
@@ -72,7 +70,7 @@ def folder(tmp_path_factory) -> Path:
 
 
 def test_batches_have_paper_shapes_ranges_and_matlab_bicubic_lr(folder, tmp_path):
-    batches = tfds_source.create_train_iterator(_config(tmp_path, folder), scale=4, batch_size=4, seed=0)
+    batches = tfds_source.create_train_iterator(**_config(tmp_path, folder), scale=4, batch_size=4, seed=0)
     for batch in _take(batches, 3):
         assert batch["hr"].shape == (4, 48, 48, 3) and batch["hr"].dtype == np.float32
         assert batch["lr"].shape == (4, 12, 12, 3) and batch["lr"].dtype == np.float32
@@ -87,9 +85,9 @@ def _dihedral(image: np.ndarray) -> list[np.ndarray]:
 
 
 def test_augment_flips_and_rotates_hr_and_lr_together(folder, tmp_path):
-    plain = _take(tfds_source.create_train_iterator(_config(tmp_path, folder), scale=4, batch_size=4, seed=3), 4)
+    plain = _take(tfds_source.create_train_iterator(**_config(tmp_path, folder), scale=4, batch_size=4, seed=3), 4)
     augmented = _take(tfds_source.create_train_iterator(
-        _config(tmp_path, folder, augment=True), scale=4, batch_size=4, seed=3), 4)
+        **_config(tmp_path, folder, augment=True), scale=4, batch_size=4, seed=3), 4)
     changed = 0
     for before, after in zip(plain, augmented):
         _assert_bicubic_lr(after)
@@ -104,7 +102,7 @@ def test_same_seed_repeats_batches_other_seed_differs(folder, tmp_path):
     config = _config(tmp_path, folder)
 
     def run(seed: int) -> list[dict[str, np.ndarray]]:
-        return _take(tfds_source.create_train_iterator(config, scale=4, batch_size=4, seed=seed), 5)
+        return _take(tfds_source.create_train_iterator(**config, scale=4, batch_size=4, seed=seed), 5)
 
     first, again, other = run(1), run(1), run(2)
     for a, b in zip(first, again):
@@ -117,12 +115,12 @@ def test_same_seed_repeats_batches_other_seed_differs(folder, tmp_path):
 def test_restart_at_step_n_continues_the_uninterrupted_stream(folder, tmp_path, cache):
     config = _config(tmp_path, folder, cache=cache)
     # 10 images, batch 4: epochs of 8 images (2 steps), so steps 3 and 4 start inside / at an epoch.
-    full = _take(tfds_source.create_train_iterator(config, scale=4, batch_size=4, seed=5), 8)
+    full = _take(tfds_source.create_train_iterator(**config, scale=4, batch_size=4, seed=5), 8)
     seen = [i for batch in full[:2] for i in _ids(batch)]
     assert len(set(seen)) == 8, "one epoch uses 8 distinct images"
     for start in (3, 4):
         resumed = _take(tfds_source.create_train_iterator(
-            config, scale=4, batch_size=4, seed=5, start_step=start), 8 - start)
+            **config, scale=4, batch_size=4, seed=5, start_step=start), 8 - start)
         for expected, got in zip(full[start:], resumed):
             np.testing.assert_array_equal(expected["hr"], got["hr"])
             np.testing.assert_array_equal(expected["lr"], got["lr"])
@@ -133,7 +131,7 @@ def test_processes_read_disjoint_slices(folder, tmp_path):
     seen = []
     for index in range(2):
         batches = tfds_source.create_train_iterator(
-            config, scale=4, batch_size=2, seed=0, process_index=index, process_count=2)
+            **config, scale=4, batch_size=2, seed=0, process_index=index, process_count=2)
         seen.append({i for batch in _take(batches, 10) for i in _ids(batch)})
     assert seen[0].isdisjoint(seen[1])
     assert seen[0] | seen[1] == set(range(10))
@@ -146,7 +144,7 @@ def test_corrupt_and_small_images_are_skipped_with_warnings(tmp_path, caplog):
     (folder / "garbage.jpg").write_bytes(b"not an image at all")
     Image.fromarray(_id_image(20, 40, 200)).save(folder / "small.png")  # 40 px high: < 48
     with caplog.at_level(logging.WARNING):
-        batches = tfds_source.create_train_iterator(_config(tmp_path, folder), scale=4, batch_size=2, seed=0)
+        batches = tfds_source.create_train_iterator(**_config(tmp_path, folder), scale=4, batch_size=2, seed=0)
         ids = {i for batch in _take(batches, 10) for i in _ids(batch)}
     assert ids == set(range(5))
     messages = [r.getMessage() for r in caplog.records]
@@ -167,7 +165,7 @@ def test_gray_palette_rgba_16bit_bmp_and_jpeg_decode_to_rgb(tmp_path):
     Image.new("RGB", size, (70, 80, 90)).save(folder / "plain.bmp")
     Image.new("RGB", size, (200, 100, 50)).save(folder / "photo.jpg", quality=100)
     config = _config(tmp_path, folder)
-    batch = next(tfds_source.create_train_iterator(config, scale=4, batch_size=6, seed=0))
+    batch = next(tfds_source.create_train_iterator(**config, scale=4, batch_size=6, seed=0))
     colours = np.round((batch["hr"] + 1.0) * 127.5).reshape(6, -1, 3)
     assert np.all(colours == colours[:, :1]), "constant images give constant crops"
     found = sorted(tuple(int(v) for v in c[0]) for c in colours)
@@ -185,7 +183,7 @@ def test_missing_or_empty_folder_and_unknown_dataset_are_user_errors(tmp_path):
     for config in (_config(tmp_path, tmp_path / "missing"), _config(tmp_path, tmp_path / "empty"),
                    _config(tmp_path, tmp_path / "broken"), _config(tmp_path, tfds_name="no_such_dataset_xyz")):
         with pytest.raises(UserError):
-            tfds_source.create_train_iterator(config, scale=4, batch_size=2, seed=0)
+            tfds_source.create_train_iterator(**config, scale=4, batch_size=2, seed=0)
     # hr_size % scale is config.validate's rule alone (tests/test_config.py)
 
 
@@ -228,7 +226,7 @@ def test_tfds_source_with_mocked_records(tmp_path, name, make_example, use_datas
     config = _config(tmp_path, tfds_name=name, use_dataset_lr=use_dataset_lr, augment=use_dataset_lr)
     with tfds.testing.mock_data(as_dataset_fn=_mocked_records(6, make_example),
                                 policy=tfds.testing.MockPolicy.USE_CODE):
-        batches = _take(tfds_source.create_train_iterator(config, scale=4, batch_size=3, seed=0), 4)
+        batches = _take(tfds_source.create_train_iterator(**config, scale=4, batch_size=3, seed=0), 4)
     for batch in batches:
         assert batch["hr"].shape == (3, 48, 48, 3) and batch["lr"].shape == (3, 12, 12, 3)
         assert len(set(_ids(batch))) == 3
@@ -238,18 +236,12 @@ def test_tfds_source_with_mocked_records(tmp_path, name, make_example, use_datas
             _assert_bicubic_lr(batch)
 
 
-def test_folder_cannot_use_dataset_lr(folder, tmp_path):
-    with pytest.raises(UserError, match="use_dataset_lr"):
-        tfds_source.create_train_iterator(_config(tmp_path, folder, use_dataset_lr=True),
-                                          scale=4, batch_size=2, seed=0)
-
-
 def test_t91_folder_at_paper_crop_size(tmp_path):
     t91 = _data_dir() / "T91"
     if not t91.is_dir():
         pytest.skip(f"T91 not found at {t91} (set SRGAN_DATA_DIR to ../shared/data)")
     config = _config(tmp_path, t91, hr_size=96, shuffle_buffer=1024)
-    batch = next(tfds_source.create_train_iterator(config, scale=4, batch_size=16, seed=0))
+    batch = next(tfds_source.create_train_iterator(**config, scale=4, batch_size=16, seed=0))
     assert batch["hr"].shape == (16, 96, 96, 3) and batch["lr"].shape == (16, 24, 24, 3)
     _assert_bicubic_lr(batch)
     version = tfds_source.FolderImages.VERSION
@@ -258,5 +250,6 @@ def test_t91_folder_at_paper_crop_size(tmp_path):
 
 
 def test_measure_throughput_reports_pairs_per_second(folder, tmp_path):
-    result = tfds_source.measure_throughput(_config(tmp_path, folder), scale=4, batch_size=4, num_batches=3)
+    source = _config(tmp_path, folder)["source"]
+    result = tfds_source.measure_throughput(source, hr_size=48, scale=4, batch_size=4, num_batches=3)
     assert result["batches"] == 3 and result["batch_size"] == 4 and result["pairs_per_s"] > 0

@@ -154,6 +154,24 @@ def test_data_problems_stop_before_anything_is_built_or_written(tmp_path):
     assert not workdir.exists()
 
 
+def test_a_missing_tf_data_pipeline_stops_before_anything_is_built_or_written(image_dir, tmp_path, monkeypatch):
+    """A folder read through tf.data needs tensorflow-datasets: said before any state, checkpoint
+    or damaged/ folder is touched (the in-memory source needs no TensorFlow)."""
+    from srgan_jax.data import batches
+
+    real = batches.importlib.util.find_spec
+    monkeypatch.setattr(batches.importlib.util, "find_spec",
+                        lambda name, *args: None if name == "tensorflow_datasets" else real(name, *args))
+    config = tiny_config(image_dir)
+    config.data.in_memory = False
+    with pytest.raises(UserError, match=r"needs TensorFlow and tensorflow-datasets: pip install -e '.\[data\]'"):
+        loop.train_and_evaluate(config, str(tmp_path / "workdir"))
+    assert not (tmp_path / "workdir").exists()
+    config.data.in_memory = True
+    config.train.num_steps = 1
+    assert int(loop.train_and_evaluate(config, str(tmp_path / "memory")).g.step) == 1
+
+
 def test_the_progress_bar_counts_finished_steps_not_dispatched_ones(tmp_path):
     """Dispatch runs ahead of the device: a bar counting dispatched steps raced, then stood still
     while the metrics fetch waited. It counts each step once its metrics are computed."""

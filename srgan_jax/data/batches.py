@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Iterator
 
 import jax
-import ml_collections
 import numpy as np
 from PIL import Image
 
@@ -26,15 +25,15 @@ _NO_TFDS = ("the tf.data pipeline needs TensorFlow and tensorflow-datasets: pip 
 
 def check_source(spec: RunSpec) -> None:
     """A cheap check of the training data before anything is built (UserError naming the fix):
-    the folder exists and holds an image of at least hr_size x hr_size (read from the file
-    headers), or the tf.data pipeline can be imported for a tfds dataset."""
+    the tf.data pipeline can be imported when it is the source, and a folder exists and holds
+    an image of at least hr_size x hr_size (read from the file headers)."""
+    if spec.train_tfds is not None and importlib.util.find_spec("tensorflow_datasets") is None:
+        raise UserError(_NO_TFDS)
     if spec.train_folder:
         files = list_images(spec.train_folder, "config.data.image_dir")
         if not any(_at_least(path, spec.hr_size) for path in files):
             raise UserError(f"no training image in {spec.train_folder} is at least {spec.hr_size}x{spec.hr_size}: "
                             "lower config.data.hr_size or add larger images")
-    elif spec.train_images is None and importlib.util.find_spec("tensorflow_datasets") is None:
-        raise UserError(_NO_TFDS)
 
 
 def _at_least(path: Path, size: int) -> bool:
@@ -46,10 +45,9 @@ def _at_least(path: Path, size: int) -> bool:
         return False
 
 
-def create_train_iterator(spec: RunSpec, data_config: ml_collections.ConfigDict, batch_size: int,
-                          start_step: int) -> Iterator[dict[str, np.ndarray]]:
+def create_train_iterator(spec: RunSpec, batch_size: int, start_step: int) -> Iterator[dict[str, np.ndarray]]:
     """Batches from step `start_step` on: the in-memory source (no TensorFlow) or tf.data over
-    `data_config` (`config.data`: a folder or a tfds dataset)."""
+    a folder or a tfds dataset (`spec.train_tfds`)."""
     if spec.train_images is not None:
         from srgan_jax.data import memory_source
 
@@ -63,4 +61,5 @@ def create_train_iterator(spec: RunSpec, data_config: ml_collections.ConfigDict,
     except ImportError as err:
         raise UserError(f"{_NO_TFDS} ({err})") from None
     return tfds_source.create_train_iterator(
-        data_config, scale=spec.generator.scale, batch_size=batch_size, seed=spec.seed, start_step=start_step)
+        spec.train_tfds, hr_size=spec.hr_size, scale=spec.generator.scale, augment=spec.augment,
+        batch_size=batch_size, seed=spec.seed, start_step=start_step)

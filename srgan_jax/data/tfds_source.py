@@ -1,7 +1,7 @@
 """tf.data input pipeline: aligned random HR/LR crop pairs from tfds (SPEC "Training recipe").
 
-Sources (`config.data`):
-- folder: every PNG/JPEG/BMP under `image_dir` (recursive), turned into a tfds dataset by
+Sources (`config.TfdsSource`, from `config.data`):
+- folder: every PNG/JPEG/BMP under `folder` (recursive), turned into a tfds dataset by
   `FolderImages` so a folder of photos gets the same caching, splitting and sharding as a
   registered dataset. It is prepared once into `<tfds_data_dir or the tfds default
   (~/tensorflow_datasets, or $TFDS_DATA_DIR)>/srgan_image_folder/<folder digest>/<VERSION>/`;
@@ -36,12 +36,12 @@ from pathlib import Path
 from typing import Any, Iterable, Iterator
 
 import jax
-import ml_collections
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 from PIL import Image
 
+from srgan_jax.config import TfdsSource
 from srgan_jax.data.images import DECODE_ERRORS, list_images, read_rgb
 from srgan_jax.data.imresize import resize_matrix
 from srgan_jax.errors import UserError
@@ -131,36 +131,34 @@ class FolderImages(tfds.core.GeneratorBasedBuilder, skip_registration=True):
             logging.warning("skipped %d unreadable image(s) of %d in %s", skipped, len(self._files), self._folder)
 
 
-def _builder(data_config: ml_collections.ConfigDict) -> tuple[tfds.core.DatasetBuilder, str, str | None]:
-    """Prepared builder, its HR image feature and its LR feature (None unless use_dataset_lr)."""
-    data_dir = data_config.tfds_data_dir or None
-    if data_config.image_dir:
-        builder = FolderImages(image_dir=data_config.image_dir, data_dir=data_dir)
-        if data_config.use_dataset_lr:
-            raise UserError("config.data.use_dataset_lr needs a dataset with LR images: set it False for a folder")
+def _builder(source: TfdsSource) -> tuple[tfds.core.DatasetBuilder, str, str | None]:
+    """Prepared builder, its HR image feature and its LR feature (None unless use_dataset_lr,
+    which `config.validate` allows for a tfds dataset only)."""
+    if source.folder:
+        builder = FolderImages(image_dir=source.folder, data_dir=source.tfds_data_dir)
         # A copy of every image lands outside the workdir: say where, once per run.
         logging.info("%s the tfds copy of %s in %s (config.data.tfds_data_dir moves it)",
-                     "using" if builder.is_prepared() else "preparing", data_config.image_dir, builder.data_dir)
+                     "using" if builder.is_prepared() else "preparing", source.folder, builder.data_dir)
         try:
             builder.download_and_prepare(
                 download_config=tfds.download.DownloadConfig(compute_stats=tfds.download.ComputeStatsMode.SKIP))
         except AssertionError as err:  # tfds refuses to write a split without examples.
-            raise UserError(f"no readable image in {data_config.image_dir}: fix or replace the files") from err
+            raise UserError(f"no readable image in {source.folder}: fix or replace the files") from err
         return builder, "image", None
     try:
-        builder = tfds.builder(data_config.tfds_name, data_dir=data_dir)
+        builder = tfds.builder(source.tfds_name, data_dir=source.tfds_data_dir)
     except tfds.core.registered.DatasetNotFoundError as err:
-        raise UserError(f"unknown tfds dataset {data_config.tfds_name!r}: fix config.data.tfds_name "
+        raise UserError(f"unknown tfds dataset {source.tfds_name!r}: fix config.data.tfds_name "
                         "(e.g. div2k/bicubic_x4) or set config.data.image_dir") from err
     features = builder.info.features
     hr_key = "hr" if "hr" in features else "image"
     if hr_key not in features:
-        raise UserError(f"tfds dataset {data_config.tfds_name} has no 'hr' or 'image' feature: pick an image dataset")
-    if data_config.use_dataset_lr and "lr" not in features:
+        raise UserError(f"tfds dataset {source.tfds_name} has no 'hr' or 'image' feature: pick an image dataset")
+    if source.use_dataset_lr and "lr" not in features:
         raise UserError(
-            f"tfds dataset {data_config.tfds_name} has no 'lr' feature: set config.data.use_dataset_lr=False")
+            f"tfds dataset {source.tfds_name} has no 'lr' feature: set config.data.use_dataset_lr=False")
     builder.download_and_prepare()
-    return builder, hr_key, "lr" if data_config.use_dataset_lr else None
+    return builder, hr_key, "lr" if source.use_dataset_lr else None
 
 
 def _encoded_hw(encoded: tf.Tensor) -> tf.Tensor:
@@ -252,16 +250,15 @@ def _count_usable(usable: tf.data.Dataset, where: str, hr_size: int, batch_size:
     return kept
 
 
-def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, seed: int,
-                         start_step: int = 0, process_index: int | None = None,
+def create_train_dataset(source: TfdsSource, *, hr_size: int, scale: int, augment: bool, batch_size: int,
+                         seed: int, start_step: int = 0, process_index: int | None = None,
                          process_count: int | None = None) -> tf.data.Dataset:
     """Infinite tf.data.Dataset of this process's batches from `start_step` on (see module doc)."""
     _hide_gpus_from_tf()
-    hr_size = data_config.hr_size  # a multiple of the scale (`config.validate`)
     process_index = jax.process_index() if process_index is None else process_index
     process_count = jax.process_count() if process_count is None else process_count
-    builder, hr_key, lr_key = _builder(data_config)
-    split = tfds.split_for_jax_process(data_config.split, process_index=process_index, process_count=process_count)
+    builder, hr_key, lr_key = _builder(source)
+    split = tfds.split_for_jax_process(source.split, process_index=process_index, process_count=process_count)
     image_keys = [hr_key] + ([lr_key] if lr_key else [])
     records = builder.as_dataset(
         split=split, shuffle_files=False, decoders={k: tfds.decode.SkipDecoding() for k in image_keys},
@@ -279,7 +276,7 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
         return tf.reduce_all(_encoded_hw(hr_bytes) >= hr_size)
 
     records = records.map(select, num_parallel_calls=tf.data.AUTOTUNE)
-    where = f"{data_config.image_dir or data_config.tfds_name} (process {process_index})"
+    where = f"{source.folder or source.tfds_name} (process {process_index})"
     kept = _count_usable(records.map(big_enough, num_parallel_calls=tf.data.AUTOTUNE), where, hr_size, batch_size)
 
     def indexed_filter(position: tf.Tensor, pair: tuple[tf.Tensor, tf.Tensor]) -> tf.Tensor:
@@ -287,7 +284,7 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
         return big_enough(*pair)
 
     usable = records.enumerate().filter(indexed_filter)
-    if data_config.cache:
+    if source.cache:
         usable = usable.cache()
     per_epoch = kept - kept % batch_size if kept >= batch_size else kept
     first_epoch, skip = divmod(start_step * batch_size, per_epoch)
@@ -297,12 +294,12 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
     def epoch(index: tf.Tensor) -> tf.data.Dataset:
         shuffle_seed = tf.random.stateless_uniform(
             [], _key(shuffle_base, index), minval=0, maxval=2**62, dtype=tf.int64)
-        shuffled = usable.shuffle(min(data_config.shuffle_buffer, kept), seed=shuffle_seed,
+        shuffled = usable.shuffle(min(source.shuffle_buffer, kept), seed=shuffle_seed,
                                   reshuffle_each_iteration=False)
         return shuffled.take(per_epoch).map(lambda position, pair: (_key(crop_base, index, position), *pair))
 
     ds = tf.data.Dataset.range(first_epoch, 2**62).flat_map(epoch).skip(skip)
-    make_pair = _make_pair_fn(hr_size, scale, data_config.augment, lr_key is not None)
+    make_pair = _make_pair_fn(hr_size, scale, augment, lr_key is not None)
     ds = ds.map(make_pair, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.batch(batch_size, drop_remainder=True)
     options = tf.data.Options()
@@ -311,8 +308,8 @@ def create_train_dataset(data_config: ml_collections.ConfigDict, *, scale: int, 
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 
-def create_train_iterator(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, seed: int,
-                          start_step: int = 0, process_index: int | None = None,
+def create_train_iterator(source: TfdsSource, *, hr_size: int, scale: int, augment: bool, batch_size: int,
+                          seed: int, start_step: int = 0, process_index: int | None = None,
                           process_count: int | None = None) -> Iterator[dict[str, np.ndarray]]:
     """This process's batches from step `start_step` on, forever.
 
@@ -320,18 +317,20 @@ def create_train_iterator(data_config: ml_collections.ConfigDict, *, scale: int,
     [-1, 1]} with B = `batch_size` (per process). Batch i is the same for a given (seed, process
     slice) whatever `start_step` the iterator was created with.
     """
-    return create_train_dataset(data_config, scale=scale, batch_size=batch_size, seed=seed, start_step=start_step,
-                                process_index=process_index, process_count=process_count).as_numpy_iterator()
+    return create_train_dataset(source, hr_size=hr_size, scale=scale, augment=augment, batch_size=batch_size,
+                                seed=seed, start_step=start_step, process_index=process_index,
+                                process_count=process_count).as_numpy_iterator()
 
 
-def measure_throughput(data_config: ml_collections.ConfigDict, *, scale: int, batch_size: int, num_batches: int,
+def measure_throughput(source: TfdsSource, *, hr_size: int, scale: int, batch_size: int, num_batches: int,
                        seed: int = 0) -> dict[str, float]:
     """HR/LR pairs per second of this process's pipeline, after its first batch (preparation, counting).
 
     Returns {"pairs_per_s", "batches", "batch_size", "startup_s"}.
     """
     start = time.perf_counter()
-    batches = create_train_iterator(data_config, scale=scale, batch_size=batch_size, seed=seed)
+    batches = create_train_iterator(source, hr_size=hr_size, scale=scale, augment=False, batch_size=batch_size,
+                                    seed=seed)
     next(batches)
     startup = time.perf_counter() - start
     start = time.perf_counter()

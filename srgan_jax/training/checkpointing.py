@@ -35,10 +35,12 @@ class CheckpointPolicy:
     """
 
     def __init__(self, workdir: Path, spec: config_lib.RunSpec, config: ml_collections.ConfigDict,
-                 strategy: parallel.Strategy, keep_best: bool, start_step: int):
-        """`config` is written into each checkpoint's metadata, as the run's record."""
+                 strategy: parallel.Strategy, start_step: int):
+        """`config` is written into each checkpoint's metadata, as the run's record; `best/` is
+        kept when the run validates."""
         self._workdir, self._config, self._strategy = workdir, config, strategy
-        self._latest, self._best = checkpoints.create_managers(workdir, spec.keep_checkpoints, keep_best)
+        self._latest, self._best = checkpoints.create_managers(workdir, spec.keep_checkpoints,
+                                                               spec.eval_images is not None)
         self.last_good_step = start_step or None  # the newest checkpoint known to be finite
         self._held: tuple[int, SRState, dict | None] | None = None
         self.saved_state: SRState | None = None  # host copy of the newest state saved by this run

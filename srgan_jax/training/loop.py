@@ -10,11 +10,10 @@ verification).
 from __future__ import annotations
 
 import contextlib
-import functools
 import logging
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator, NamedTuple
+from typing import Any, Iterator
 
 import jax
 import ml_collections
@@ -27,7 +26,7 @@ from srgan_jax.training import validation
 from srgan_jax.training.checkpointing import CheckpointPolicy, NonFiniteLossError
 from srgan_jax.training.monitor import Monitor
 from srgan_jax.training.state import SRState, create_state, generator_variables
-from srgan_jax.training.steps import gan_train_step, generator_train_step
+from srgan_jax.training.steps import TrainSteps, bind_train_steps
 from srgan_jax.training.stop import Interrupted, StopRequest
 from srgan_jax.training.workdir_lock import WorkdirLock
 
@@ -59,8 +58,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> SRSta
     with _workdir(workdir):
         state, step = _restore_or_initialise(spec, workdir, strategy, generator, discriminator)
         multihost.barrier("checkpoints read")  # before any process creates checkpoint folders
-        batches = create_train_iterator(spec, config.data, spec.batch_size // jax.process_count(), step)
-        with CheckpointPolicy(workdir, spec, config, strategy, validator is not None, step) as saver:
+        batches = create_train_iterator(spec, spec.batch_size // jax.process_count(), step)
+        with CheckpointPolicy(workdir, spec, config, strategy, step) as saver:
             return _train(spec, workdir, strategy, train_steps, validator, saver, state, step,
                           strategy.place_batches(batches))
 
@@ -122,19 +121,10 @@ def _workdir(workdir: Path) -> Iterator[None]:
         yield
 
 
-class TrainSteps(NamedTuple):
-    g: Callable  # the content-loss step (SRResNet; SRGAN's pretraining)
-    gan: Callable  # the D + G step
-
-
 def _wrap_train_steps(spec: config_lib.RunSpec, strategy: parallel.Strategy) -> TrainSteps:
     """Both kinds of step, wrapped by the parallel strategy (each compiles when first taken)."""
-    content_loss = models.create_content_loss(spec)
-    return TrainSteps(
-        g=strategy.wrap_train_step(functools.partial(generator_train_step, content_loss=content_loss)),
-        gan=strategy.wrap_train_step(functools.partial(
-            gan_train_step, content_loss=content_loss, adversarial_weight=spec.adversarial_weight,
-            d_joint_batch=spec.d_joint_batch)))
+    return TrainSteps(*(strategy.wrap_train_step(step)
+                        for step in bind_train_steps(spec, models.create_content_loss(spec))))
 
 
 def _create_validator(spec: config_lib.RunSpec, strategy: parallel.Strategy) -> validation.Validator | None:

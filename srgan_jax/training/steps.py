@@ -9,7 +9,7 @@ is set only under pmap, where gradients and metrics are `pmean`-ed over it.
 from __future__ import annotations
 
 import functools
-from typing import Any
+from typing import Any, Callable, NamedTuple
 
 import flax.linen as nn
 import jax
@@ -18,6 +18,7 @@ import jax.numpy as jnp
 from srgan_jax import metrics
 from srgan_jax.networks import losses
 from srgan_jax.networks.losses import ContentLoss
+from srgan_jax.config import RunSpec
 from srgan_jax.training.state import SRState
 
 
@@ -116,3 +117,17 @@ def gan_train_step(state: SRState, batch: dict, *, content_loss: ContentLoss, ad
 def eval_step(variables: dict, lr: jax.Array, *, generator: nn.Module) -> jax.Array:
     """G in inference mode (running BatchNorm averages): LR [0, 1] -> SR [-1, 1]."""
     return generator.apply(variables, lr, train=False)
+
+
+class TrainSteps(NamedTuple):
+    g: Callable  # the content-loss step (SRResNet; SRGAN's pretraining)
+    gan: Callable  # the D + G step
+
+
+def bind_train_steps(spec: RunSpec, content_loss: ContentLoss) -> TrainSteps:
+    """Both kinds of step with the run's losses and D batch bound: what training runs and
+    `srgan-jax benchmark` times (each still to be wrapped by the parallel strategy)."""
+    return TrainSteps(
+        g=functools.partial(generator_train_step, content_loss=content_loss),
+        gan=functools.partial(gan_train_step, content_loss=content_loss, adversarial_weight=spec.adversarial_weight,
+                              d_joint_batch=spec.d_joint_batch))
